@@ -193,7 +193,7 @@ class TrainSpec:
     keep_last: int = spec_field(2, help="periodic checkpoints to keep")
     log_every: int = spec_field(1, help="write metrics every N optimizer steps")
     trackers: tuple[str, ...] = spec_field(("jsonl",), help="metric trackers: jsonl, wandb, tensorboard")
-    strategy: TrainStrategySpec | None = spec_field(None, help="defaults to a single process")
+    strategy: TrainStrategySpec | None = spec_field(None, help="how ranks share the work; None = kind 'single'")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         for name in ("epochs", "global_batch_size", "per_device_batch_size", "keep_last", "log_every"):
@@ -339,7 +339,7 @@ def _make_train_hook(conv: cattrs.Converter) -> Callable[[Any, Any], TrainSpec]:
     def hook(value: Any, _: Any) -> TrainSpec:
         if isinstance(value, Mapping):  # fields the table leaves out come from its stage's recipe
             stage = value.get("stage", "finetune")
-            value = {**STAGE_DEFAULTS.get(stage, {}), **value}
+            value = {**STAGE_DEFAULTS.get(stage, {}), "strategy": {"kind": "single"}, **value}
         return base(value, TrainSpec)
 
     return hook
