@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-    from prism_core.types import Batch, Example, PixelValues, Segment, Turn
+    from prism_core.types import Example, PixelValues, Segment, Turn
 
 ImageTransform = Callable[["Image"], "PixelValues"]
 
@@ -183,12 +183,12 @@ PROTOCOLS: Mapping[str, type] = {
 }
 
 __all__ = [
+    "PROTOCOLS",
     "Dataset",
     "ImageTransform",
     "LLMBackbone",
-    "PROTOCOLS",
-    "PromptFormat",
     "Projector",
+    "PromptFormat",
     "TrainStrategy",
     "VisionBackbone",
 ]

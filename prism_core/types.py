@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
 
-    PixelValues = Union[torch.Tensor, dict[str, torch.Tensor]]
+    PixelValues = torch.Tensor | dict[str, torch.Tensor]
 
 #: Label value that the loss ignores (PyTorch's cross-entropy default).
 IGNORE_INDEX = -100

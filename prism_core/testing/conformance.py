@@ -1,0 +1,258 @@
+"""Conformance suites, one per role. A plugin's tests subclass one and set ``spec`` to a tiny instance:
+
+    from prism_core.testing.conformance import VisionBackboneConformance
+
+    class TestSiglipConformance(VisionBackboneConformance):
+        spec = SiglipSpec.from_preset("siglip-tiny")
+
+Every test here checks something users rely on: the kind is installed under its own name, loading the spec class is
+cheap (no torch), specs survive TOML round trips, typos are rejected, every preset is valid, and the built object
+keeps the role's contract.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import subprocess
+import sys
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+
+from prism_core.protocols import PROTOCOLS
+from prism_core.spec import ROLE_BASES, ComponentSpec, SpecError, _flatten, converter
+from prism_core.types import IGNORE_INDEX, Segment, Turn
+
+
+def _structure_one(spec_class: type[ComponentSpec], table: dict[str, Any]) -> Any:
+    """Structure a role table through the strict converter, with the spec's own class resolved directly."""
+    try:
+        return converter.structure(table, spec_class)
+    except Exception as exc:  # report like a spec file would
+        raise SpecError(list(_flatten(exc, spec_class.kind)), "conformance") from None
+
+
+class ComponentConformance:
+    spec: ClassVar[ComponentSpec]
+
+    @property
+    def spec_class(self) -> type[ComponentSpec]:
+        return type(self.spec)
+
+    def test_entry_point_is_named_after_the_kind(self) -> None:
+        cls = self.spec_class
+        group = cls.role.group
+        points = [ep for ep in metadata.entry_points(group=group) if ep.name == cls.kind]
+        assert points, f"no entry point {cls.kind!r} in group {group!r}: is the distribution installed?"
+        assert {ep.value for ep in points} == {f"{cls.__module__}:{cls.__qualname__}"}
+
+    def test_spec_module_imports_without_torch(self) -> None:
+        module = self.spec_class.__module__
+        code = f"import sys, {module}; heavy = [m for m in ('torch', 'timm', 'transformers') if m in sys.modules]; " \
+               "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"importing {module} imported {result.stdout.strip() or result.stderr}"
+
+    def test_spec_is_a_frozen_attrs_subclass_of_the_role_base(self) -> None:
+        cls = self.spec_class
+        assert issubclass(cls, ROLE_BASES[cls.role]) and attrs.has(cls)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            self.spec.preset = "x"  # type: ignore[misc]
+
+    def test_toml_round_trip(self) -> None:
+        import tomli_w
+
+        from prism_core.spec import tomllib
+
+        table = converter.unstructure(self.spec)
+        assert table.pop("kind") == self.spec.kind
+        again = _structure_one(self.spec_class, tomllib.loads(tomli_w.dumps(table)))
+        assert again == self.spec
+
+    def test_unknown_field_is_rejected_with_its_name(self) -> None:
+        table = converter.unstructure(self.spec)
+        table.pop("kind")
+        with pytest.raises(SpecError, match="no_such_field_xyz"):
+            _structure_one(self.spec_class, {**table, "no_such_field_xyz": 1})
+
+    def test_every_preset_structures_and_validates(self) -> None:
+        for name, values in self.spec_class.presets.items():
+            spec = _structure_one(self.spec_class, {**values, "preset": name})
+            assert list(spec.problems()) == [], f"preset {name!r}: {list(spec.problems())}"
+
+    def test_preset_names_are_valid_spec_names(self) -> None:
+        for name in self.spec_class.presets:
+            assert name and name == name.strip() and "." not in name and " " not in name, name
+
+
+class VisionBackboneConformance(ComponentConformance):
+    """``spec`` must build quickly on CPU."""
+
+    @pytest.fixture(scope="class")
+    def backbone(self) -> Any:
+        return self.spec.build()
+
+    def test_satisfies_protocol(self, backbone: Any) -> None:
+        assert isinstance(backbone, PROTOCOLS["vision_backbones"])
+        assert getattr(backbone.image_transform, "is_prismatic", False) is True
+
+    def test_patch_features_have_the_declared_shape(self, backbone: Any) -> None:
+        import torch
+        from PIL import Image
+
+        pixels = backbone.image_transform(Image.new("RGB", (40, 30), (200, 10, 10)))
+        batch = {k: torch.stack([v, v]) for k, v in pixels.items()} if isinstance(pixels, dict) else \
+            torch.stack([pixels, pixels])
+        with torch.no_grad():
+            features = backbone(batch)
+        assert features.shape == (2, backbone.num_patches, backbone.embed_dim)
+        if self.spec.num_patches is not None:
+            assert self.spec.num_patches == backbone.num_patches
+
+    def test_set_trainable_toggles_every_parameter(self, backbone: Any) -> None:
+        backbone.set_trainable(False)
+        assert not any(p.requires_grad for p in backbone.parameters())
+        backbone.set_trainable(True)
+        assert all(p.requires_grad for p in backbone.parameters())
+
+    def test_shard_block_classes_occur_in_the_module(self, backbone: Any) -> None:
+        assert backbone.shard_block_classes
+        assert any(isinstance(m, backbone.shard_block_classes) for m in backbone.modules())
+
+
+class LLMBackboneConformance(ComponentConformance):
+    @pytest.fixture(scope="class")
+    def llm(self) -> Any:
+        return self.spec.build()
+
+    def test_satisfies_protocol(self, llm: Any) -> None:
+        assert isinstance(llm, PROTOCOLS["llm_backbones"])
+        assert llm.tokenizer.pad_token_id is not None
+
+    def test_bos_contract(self, llm: Any) -> None:
+        tok = llm.tokenizer
+        with_special = tok("What colour is the shape?").input_ids
+        without = tok("What colour is the shape?", add_special_tokens=False).input_ids
+        if llm.bos_in_prompt_text:
+            assert tok.bos_token_id not in without[:1]
+        else:
+            assert with_special[0] == tok.bos_token_id and with_special[1] != tok.bos_token_id
+            assert without[0] != tok.bos_token_id
+
+    def test_forward_over_embeddings_gives_loss_and_logits(self, llm: Any) -> None:
+        import torch
+
+        ids = torch.tensor([llm.tokenizer("a red circle").input_ids] * 2)
+        embeds = llm.embed_input_ids(ids)
+        assert embeds.shape == (*ids.shape, llm.embed_dim)
+        labels = ids.clone()
+        labels[:, 0] = IGNORE_INDEX
+        out = llm(inputs_embeds=embeds, attention_mask=torch.ones_like(ids, dtype=torch.bool), labels=labels)
+        assert out.logits.shape[:2] == ids.shape and torch.isfinite(out.loss)
+
+    def test_generate_returns_only_new_tokens(self, llm: Any) -> None:
+        import torch
+
+        ids = torch.tensor([llm.tokenizer("a red circle").input_ids])
+        with torch.no_grad():
+            new = llm.generate(inputs_embeds=llm.embed_input_ids(ids), attention_mask=torch.ones_like(ids),
+                               max_new_tokens=3, do_sample=False)
+        assert new.ndim == 2 and new.shape[0] == 1 and 1 <= new.shape[1] <= 3
+
+    def test_decoder_layer_classes_occur_in_the_module(self, llm: Any) -> None:
+        assert any(isinstance(m, llm.decoder_layer_classes) for m in llm.modules())
+
+    def test_default_prompt_format_is_known_without_building(self) -> None:
+        assert self.spec.default_prompt_format
+
+
+class ProjectorConformance(ComponentConformance):
+    in_dim: ClassVar[int] = 12
+    out_dim: ClassVar[int] = 20
+
+    def test_maps_patch_features_to_llm_width(self) -> None:
+        import torch
+
+        projector = self.spec.build(self.in_dim, self.out_dim, seed=0)
+        assert isinstance(projector, PROTOCOLS["projectors"])
+        out = projector(torch.randn(2, 5, self.in_dim))
+        assert out.shape == (2, 5, self.out_dim)
+
+    def test_initialisation_is_deterministic_in_the_seed(self) -> None:
+        first = self.spec.build(self.in_dim, self.out_dim, seed=3).state_dict()
+        second = self.spec.build(self.in_dim, self.out_dim, seed=3).state_dict()
+        other = self.spec.build(self.in_dim, self.out_dim, seed=4).state_dict()
+        assert all((first[k] == second[k]).all() for k in first)
+        assert any((first[k] != other[k]).any() for k in first)
+
+
+class PromptFormatConformance(ComponentConformance):
+    tokenizer: ClassVar[Any] = None  # set for formats that need one (chat-template)
+
+    @pytest.fixture(scope="class")
+    def prompt_format(self) -> Any:
+        return self.spec.build(tokenizer=self.tokenizer)
+
+    def test_satisfies_protocol(self, prompt_format: Any) -> None:
+        assert isinstance(prompt_format, PROTOCOLS["prompt_formats"])
+
+    def test_render_gives_one_segment_per_turn_supervising_the_assistant(self, prompt_format: Any) -> None:
+        turns = [Turn("human", "<image>\nWhat colour?"), Turn("gpt", "red"), Turn("human", "Shape?"),
+                 Turn("gpt", "circle")]
+        segments = prompt_format.render(turns)
+        assert [s.supervised for s in segments] == [False, True, False, True]
+        assert all(isinstance(s, Segment) for s in segments)
+        assert "<image>" not in "".join(s.text for s in segments)
+        assert "red" in segments[1].text and "circle" in segments[3].text
+
+    def test_prompt_ends_ready_for_the_answer(self, prompt_format: Any) -> None:
+        prompt = prompt_format.prompt([Turn("human", "What colour?")])
+        assert "What colour?" in prompt and prompt == prompt.rstrip()
+
+    def test_roles_must_alternate_and_the_error_names_the_turn(self, prompt_format: Any) -> None:
+        with pytest.raises(ValueError, match="1"):
+            prompt_format.render([Turn("human", "a"), Turn("human", "b")])
+
+
+class DatasetConformance(ComponentConformance):
+    """Subclasses provide a ``dataset`` fixture (built with a real tokenizer and prompt format)."""
+
+    def test_satisfies_protocol(self, dataset: Any) -> None:
+        assert isinstance(dataset, PROTOCOLS["datasets"]) and len(dataset) > 0
+
+    def test_examples_are_consistent_with_modality_lengths(self, dataset: Any) -> None:
+        lengths = dataset.modality_lengths()
+        assert len(lengths) == len(dataset)
+        for i in range(min(len(dataset), 8)):
+            example = dataset[i]
+            assert example.input_ids.shape == example.labels.shape
+            assert example.labels[0].item() == IGNORE_INDEX, "BOS must never be supervised"
+            assert (example.labels != IGNORE_INDEX).any(), f"{example.source}: no supervised token"
+            assert example.has_image == lengths[i][0]
+            assert example.source
+
+
+class TrainStrategyConformance(ComponentConformance):
+    def test_single_rank_contract(self) -> None:
+        import torch
+
+        strategy = self.spec.build()
+        assert isinstance(strategy, PROTOCOLS["train_strategies"])
+        strategy.setup()
+        try:
+            assert strategy.world_size >= 1 and 0 <= strategy.rank < strategy.world_size
+            total = strategy.all_reduce_sum(torch.ones(2))
+            assert total.tolist() == [float(strategy.world_size)] * 2
+        finally:
+            strategy.teardown()
+
+
+__all__ = [
+    "DatasetConformance",
+    "LLMBackboneConformance",
+    "ProjectorConformance",
+    "PromptFormatConformance",
+    "TrainStrategyConformance",
+    "VisionBackboneConformance",
+]
