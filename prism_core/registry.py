@@ -238,10 +238,14 @@ KNOWN_DISTRIBUTIONS: dict[tuple[Role, str], str] = {
     (Role.VISION_BACKBONE, "fused"): "prism-plugin-fusion",
     (Role.LLM_BACKBONE, "hf-causal-lm"): "prism-plugin-hf-llm",
     (Role.LLM_BACKBONE, "llama2"): "prism-plugin-llama2",
+    (Role.TRAIN_STRATEGY, "single"): "prism-plugin-single",
     (Role.TRAIN_STRATEGY, "ddp"): "prism-plugin-ddp",
     (Role.TRAIN_STRATEGY, "fsdp"): "prism-plugin-fsdp",
     (Role.DATASET, "llava"): "prism-plugin-llava-data",
     (Role.DATASET, "synthetic-shapes"): "prism-plugin-shapes",
+    (Role.PROJECTOR, "linear"): "prism-plugin-projectors",
+    (Role.PROJECTOR, "gelu-mlp"): "prism-plugin-projectors",
+    (Role.PROJECTOR, "fused-gelu-mlp"): "prism-plugin-projectors",
 }
 
 _registry: Registry | None = None

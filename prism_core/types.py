@@ -39,7 +39,17 @@ class Role(str, enum.Enum):
     @property
     def label(self) -> str:
         """Human-readable singular name, e.g. ``vision backbone``."""
-        return self.value[:-1].replace("_", " ").replace("llm", "LLM")
+        return _ROLE_LABELS[self.value]
+
+
+_ROLE_LABELS = {
+    "vision_backbones": "vision backbone",
+    "llm_backbones": "LLM backbone",
+    "projectors": "projector",
+    "prompt_formats": "prompt format",
+    "datasets": "dataset",
+    "train_strategies": "train strategy",
+}
 
 
 @dataclass(frozen=True)

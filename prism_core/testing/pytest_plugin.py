@@ -30,3 +30,40 @@ def register_plugin(prism_registry: Registry) -> Callable[..., type]:
         return spec_class
 
     return register
+
+
+@pytest.fixture
+def fake_distribution(tmp_path, monkeypatch) -> Iterator[Callable[..., None]]:
+    """Install a throwaway distribution on ``sys.path`` for one test, as pip would lay it out:
+
+        fake_distribution("my-plugin", {"prism.projectors": {"mine": "my_plugin:MineSpec"}},
+                          files={"my_plugin.py": "..."})
+
+    Entry points are real (``importlib.metadata`` finds them), so discovery is tested end to end.
+    """
+    import sys
+
+    site = tmp_path / "site-packages"
+    site.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(site))
+    added_modules: list[str] = []
+
+    def install(name: str, entry_points: dict[str, dict[str, str]], files: dict[str, str] | None = None,
+                version: str = "0.1.0") -> None:
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        lines = []
+        for group, points in entry_points.items():
+            lines.append(f"[{group}]")
+            lines += [f"{k} = {v}" for k, v in points.items()]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        for relative, source in (files or {}).items():
+            path = site / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(source)
+            added_modules.append(relative.removesuffix(".py").replace("/", ".").removesuffix(".__init__"))
+
+    yield install
+    for module in added_modules:
+        sys.modules.pop(module, None)
