@@ -65,7 +65,7 @@ def test_a_broken_plugin_is_reported_and_leaves_the_others_usable(fake_distribut
     by_kind = {k.kind: k for k in registry.kinds(Role.PROJECTOR)}
     assert by_kind["broken"].status == "error" and isinstance(by_kind["broken"].error, ModuleNotFoundError)
     assert by_kind["fine"].status == "loaded"
-    with pytest.raises(PluginUnavailableError, match="prism-plugin-broken 0.1.0 failed to load") as info:
+    with pytest.raises(PluginUnavailableError, match=r"prism-plugin-broken 0\.1\.0 failed to load") as info:
         registry.resolve(Role.PROJECTOR, "broken")
     assert isinstance(info.value.__cause__, ModuleNotFoundError)  # the original error is chained
 

@@ -111,7 +111,7 @@ def test_overrides_parse_toml_values_and_fall_back_to_strings():
                                   "model.vision.mean=[0.1, 0.2, 0.3]"])
     assert spec.train.epochs == 3 and spec.train.precision == "fp32"
     assert spec.train.trackers == ("jsonl", "wandb") and spec.model.vision.mean == (0.1, 0.2, 0.3)
-    with pytest.raises(SpecError, match="dotted.key=value"):
+    with pytest.raises(SpecError, match=r"dotted\.key=value"):
         loads_spec(GOOD_SPEC, ["train.epochs"])
 
 

@@ -1,0 +1,1 @@
+"""Example third-party prism plugin (see docs/writing-plugins.md)."""

@@ -1,0 +1,153 @@
+"""Sessions for prism's tests, plugins, lint and import-time checks.
+
+A torch environment is ~5.7 GB, so every session builds on one shared *base* environment that holds the third-party
+dependencies from constraints.txt (``.nox/_base``, made once and reused while constraints.txt is unchanged). Each
+session's own virtualenv sees it through a ``.pth`` file and installs only prism's packages, non-editable, so
+packaging and entry-point mistakes show up. Select plugins with ``PLUGINS=siglip,llama2`` or ``SKIP_PLUGINS=...``.
+
+    nox                      # everything CI runs
+    nox -s tests             # core and cross-plugin tests, every plugin installed
+    nox -s "plugin(siglip)"  # core + one plugin (and the prism plugins it depends on), its own tests
+    nox -s dev               # .venv with everything installed editable, for working on prism
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import nox
+import tomllib
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ROOT / "constraints.txt"
+BASE = ROOT / ".nox" / "_base"
+PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+# Third-party packages the base environment holds: everything prism and its plugins need, nothing of prism.
+BASE_PACKAGES = [
+    "torch", "torchvision", "timm", "transformers", "tokenizers", "huggingface_hub", "safetensors", "pluggy", "attrs",
+    "cattrs", "tomli-w", "pillow", "numpy", "tqdm", "pytest", "pytest-xdist", "hypothesis", "ruff",
+]
+
+nox.options.sessions = ["lint", "import_time", "tests", "plugin", "example_plugin"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _selected_plugins() -> list[str]:
+    chosen = [p for p in os.environ.get("PLUGINS", "").split(",") if p] or PLUGINS
+    skipped = {p for p in os.environ.get("SKIP_PLUGINS", "").split(",") if p}
+    return [p for p in chosen if p not in skipped]
+
+
+def _base_site_packages() -> str:
+    """Create (once per constraints.txt) the shared environment and return its site-packages path."""
+    marker = BASE / "constraints.sha256"
+    digest = hashlib.sha256(CONSTRAINTS.read_bytes() + " ".join(BASE_PACKAGES).encode()).hexdigest()
+    python = BASE / "bin" / "python"
+    if not (marker.exists() and marker.read_text() == digest):
+        venv.create(BASE, with_pip=True, clear=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "-c", CONSTRAINTS, *BASE_PACKAGES], check=True)
+        marker.write_text(digest)
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _use_base(session: nox.Session) -> None:
+    base = _base_site_packages()
+    site = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                       silent=True).strip()
+    Path(site, "_prism_base.pth").write_text(base + "\n")
+    session.env.update(ENV)
+
+
+def _prism_dependencies(plugin: str) -> list[str]:
+    """Directories of the prism plugins ``plugin`` depends on (e.g. siglip → timm-vision), then itself."""
+    by_name = {tomllib.loads((ROOT / "plugins" / p / "pyproject.toml").read_text())["project"]["name"]: p
+               for p in PLUGINS}
+    order: list[str] = []
+
+    def visit(directory: str) -> None:
+        project = tomllib.loads((ROOT / "plugins" / directory / "pyproject.toml").read_text())["project"]
+        for requirement in project.get("dependencies", []):
+            name = requirement.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip()
+            if name in by_name and by_name[name] not in order:
+                visit(by_name[name])
+        if directory not in order:
+            order.append(directory)
+
+    visit(plugin)
+    return [f"plugins/{p}" for p in order]
+
+
+def _install(session: nox.Session, *paths: str) -> None:
+    session.install("-q", "-c", str(CONSTRAINTS), *paths)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Core and cross-plugin tests with every plugin installed."""
+    _use_base(session)
+    _install(session, ".", *(f"plugins/{p}" for p in PLUGINS))
+    session.run("python", "-m", "pytest", "tests", "-q", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("plugin", _selected_plugins())
+def plugin(session: nox.Session, plugin: str) -> None:
+    """prism-core plus one plugin (and only the prism plugins it needs): its own tests."""
+    _use_base(session)
+    _install(session, ".", *_prism_dependencies(plugin))
+    session.run("python", "-m", "pytest", f"plugins/{plugin}/tests", "-q", *session.posargs)
+
+
+@nox.session
+def example_plugin(session: nox.Session) -> None:
+    """The documented third-party plugin, installed like any pip package (it lives outside plugins/)."""
+    _use_base(session)
+    _install(session, ".", "plugins/projectors", "examples/prism-plugin-example")
+    session.run("python", "-m", "pytest", "examples/prism-plugin-example/tests", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    _use_base(session)
+    session.run("python", "-m", "ruff", "check", ".")
+
+
+@nox.session
+def import_time(session: nox.Session) -> None:
+    """`import prism_core`, `prism plugins` and `prism-run --help` must not import torch."""
+    _use_base(session)
+    _install(session, ".", *(f"plugins/{p}" for p in PLUGINS))
+    check = ("import sys, runpy\nsys.argv = {argv!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\n"
+             "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch was imported by {argv}'\n")
+    for module, argv in (("prism_core", ["x"]), ("prism_core.cli.main", ["prism", "plugins"]),
+                         ("prism_core.cli.run", ["prism-run", "--help"])):
+        code = check.format(module=module, argv=argv) if module != "prism_core" else \
+            "import sys, prism_core; assert 'torch' not in sys.modules"
+        session.run("python", "-c", code, silent=True)
+    session.run("python", "-X", "importtime", "-c", "import prism_core", silent=True)
+
+
+@nox.session(venv_backend="none")
+def dev(session: nox.Session) -> None:
+    """A development environment in .venv: everything installed editable, sharing the base torch install."""
+    _base_site_packages()
+    target = ROOT / ".venv"
+    if not (target / "bin" / "python").exists():
+        venv.create(target, with_pip=True)
+    python = str(target / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    base = subprocess.run([str(BASE / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "_prism_base.pth").write_text(base + "\n")
+    editable = [arg for p in [".", *(f"plugins/{p}" for p in PLUGINS)] for arg in ("-e", p)]
+    session.run(python, "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), *editable, external=True)
+    session.log(f"ready: source .venv/bin/activate  (python {sys.version.split()[0]})")
