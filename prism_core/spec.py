@@ -194,6 +194,11 @@ class TrainSpec:
     log_every: int = spec_field(1, help="write metrics every N optimizer steps")
     trackers: tuple[str, ...] = spec_field(("jsonl",), help="metric trackers: jsonl, wandb, tensorboard")
     strategy: TrainStrategySpec | None = spec_field(None, help="how ranks share the work; None = kind 'single'")
+    max_length: int = spec_field(2048, help="token budget per row, image patches included (the original's 2048)")
+    num_workers: int = spec_field(2, help="data-loading worker processes per rank (0: load in the main process)")
+    peak_tflops: float | None = spec_field(
+        None, help="peak TFLOP/s of one device for the MFU estimate; None: looked up for known GPUs"
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         for name in ("epochs", "global_batch_size", "per_device_batch_size", "keep_last", "log_every"):
@@ -208,6 +213,12 @@ class TrainSpec:
             yield "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}"
         if self.learning_rate <= 0:
             yield "learning_rate", f"must be > 0, got {self.learning_rate}"
+        if self.num_workers < 0:
+            yield "num_workers", f"must be >= 0, got {self.num_workers}"
+        if self.max_steps is not None and self.max_steps < 1:
+            yield "max_steps", f"must be >= 1, got {self.max_steps}"
+        if self.save_every is not None and self.save_every < 1:
+            yield "save_every", f"must be >= 1, got {self.save_every}"
 
 
 @attrs.frozen(kw_only=True)

@@ -161,9 +161,13 @@ class ModalityLengthSampler(Sampler[int]):
         return out
 
     def __iter__(self) -> Iterator[int]:
+        # Not a generator function: the counters reset when iteration starts, not at the first next().
         indices = self.epoch_indices()[self._skip :]
         self._yielded = self._skip
         self._skip = 0  # a resume point applies to one pass only
+        return self._count(indices)
+
+    def _count(self, indices: list[int]) -> Iterator[int]:
         for i in indices:
             self._yielded += 1
             yield i

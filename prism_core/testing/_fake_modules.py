@@ -190,12 +190,10 @@ class FakeLLMBackbone(_TrainableMixin):
         past_key_values: Any = None,
         use_cache: bool = False,
     ) -> Any:
+        # transformers 5 deprecates the `past_key_values` argument name: pass a cache only when there is one.
+        cache = {} if past_key_values is None else {"past_key_values": past_key_values}
         return self.llm(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            labels=labels,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=use_cache, **cache
         )
 
     def generate(self, *, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:

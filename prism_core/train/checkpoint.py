@@ -249,3 +249,19 @@ def load_checkpoint(
     if rng_file.is_file():  # absent when resuming on more ranks than saved: those ranks keep their fresh seeds
         _set_rng_state(load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text("utf-8")))
     return json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+
+
+def load_model_weights(path: Path, model: torch.nn.Module) -> None:
+    """Only the model weights of a checkpoint, into an unwrapped single-process model (for exports).
+
+    Sharded (``dcp/``) checkpoints are read without a process group and consolidated on the way in.
+    """
+    path = Path(path)
+    if (path / "dcp").is_dir():
+        import torch.distributed.checkpoint as dcp
+
+        state = {"model": model.state_dict()}
+        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        model.load_state_dict(state["model"])
+    else:
+        model.load_state_dict(load_file(str(path / "model.safetensors")))

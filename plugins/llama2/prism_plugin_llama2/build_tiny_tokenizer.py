@@ -6,8 +6,8 @@ A byte-level BPE trained with the ``tokenizers`` library on a small corpus writt
 deterministic and needs no download. Properties the tests check:
 
 - byte-level: every string encodes, there is no unknown token;
-- 2047 entries including ``<s>`` (BOS, added in front by the post-processor) and ``</s>`` (EOS); the backbone adds
-  ``<PAD>`` when it loads the tokenizer, exactly as for Llama-2, giving 2048 rows;
+- at most 2047 entries (918 today) including ``<s>`` (BOS, put in front by the post-processor) and ``</s>`` (EOS);
+  the backbone adds ``<PAD>`` when it loads the tokenizer, exactly as for Llama-2, and pads the embeddings to 64;
 - every word of ``SINGLE_TOKEN_WORDS`` is one token, with and without a leading space;
 - trailing whitespace is dropped (a right-strip normalizer). Prompt formats end human turns with a space
   (``"Out: "``) that ``get_prompt()`` strips at inference; dropping it in training too means the model is trained on

@@ -95,6 +95,7 @@ _PRISM = {"image_resize_strategy": "resize-naive", "llm_backbone_id": "llama2-7b
 _PRISM13 = {"image_resize_strategy": "resize-naive", "llm_backbone_id": "llama2-13b-pure"}
 _FULL = {"dataset": "llava-lvis4v-lrv", "epochs": 2}
 _DS384 = {"vision_backbone_id": "dinosiglip-vit-so-384px", "arch_specifier": "no-align+fused-gelu-mlp"}
+_DS224 = {**_DS384, "vision_backbone_id": "dinosiglip-vit-so-224px"}
 _S384 = {"vision_backbone_id": "siglip-vit-so400m-384px"}
 
 _ENTRIES = [
@@ -120,8 +121,8 @@ _ENTRIES = [
            **_S384),
     _entry("siglip-384px-resize-naive+7b", ["SigLIP ViT-SO 384px (Naive Resize)", "SigLIP 384px (Naive Resize)"],
            image_resize_strategy="resize-naive", **_S384),
-    _entry("dinoclip-336px-letterbox+7b", ["DINOv2 + CLIP 336px (Letterbox)"], vision_backbone_id="dinoclip-vit-l-336px",
-           arch_specifier="no-align+fused-gelu-mlp"),
+    _entry("dinoclip-336px-letterbox+7b", ["DINOv2 + CLIP 336px (Letterbox)"],
+           vision_backbone_id="dinoclip-vit-l-336px", arch_specifier="no-align+fused-gelu-mlp"),
     _entry("dinoclip-336px-resize-naive+7b", ["DINOv2 + CLIP 336px (Naive Resize)"],
            vision_backbone_id="dinoclip-vit-l-336px", arch_specifier="no-align+fused-gelu-mlp",
            image_resize_strategy="resize-naive"),
@@ -164,9 +165,9 @@ _ENTRIES = [
     _entry("prism-dinosiglip+13b", ["Prism-DINOSigLIP 13B"], display="DINOSigLIP Prism 13B", **_PRISM13, **_FULL,
            **_DS384),
     _entry("prism-dinosiglip-224px-controlled+7b", ["Prism-DINOSigLIP 224px 7B (Controlled)"],
-           display="DINOSigLIP 224px 7B (Controlled)", **_PRISM, **{**_DS384, "vision_backbone_id": "dinosiglip-vit-so-224px"}),
+           display="DINOSigLIP 224px 7B (Controlled)", **_PRISM, **_DS224),
     _entry("prism-dinosiglip-224px+7b", ["Prism-DINOSigLIP 224px 7B"], display="DINOSigLIP 224px 7B", **_PRISM,
-           **_FULL, **{**_DS384, "vision_backbone_id": "dinosiglip-vit-so-224px"}),
+           **_FULL, **_DS224),
 ]
 
 #: model_id → entry (``model_id``, ``names``, ``description``, ``config``), in the original's order.

@@ -109,7 +109,8 @@ def recipe(model_id: str, stage: str | None = None) -> dict[str, Any]:
                               ("max_length", "model_max_length", "llm_max_length"))
     if max_length:
         llm[max_length] = LLM_MAX_LENGTH
-    model: dict[str, Any] = {"vision": vision, "llm": llm, "projector": {"kind": projector_kind(config["arch_specifier"])}}
+    projector = {"kind": projector_kind(config["arch_specifier"])}
+    model: dict[str, Any] = {"vision": vision, "llm": llm, "projector": projector}
     if two_stage and stage != "align":
         model["init_from"] = f"runs/{model_id}{ALIGN_SUFFIX}"
 
@@ -150,7 +151,7 @@ def recipe_names() -> list[str]:
 
 
 def attribute_name(name: str) -> str:
-    """Module attribute serving ``name`` (entry-point targets must be identifiers): ``prism-clip+7b`` → ``prism_clip__7b``."""
+    """Module attribute serving ``name`` (entry-point targets are identifiers): ``a-b+7b`` → ``recipe_a_b__7b``."""
     return "recipe_" + re.sub(r"[^0-9a-zA-Z]", "_", name.replace("+", "__").replace(ALIGN_SUFFIX, "___align"))
 
 

@@ -1,0 +1,1 @@
+"""prism-plugin-ddp: DistributedDataParallel training strategy (kind ``ddp``)."""

@@ -1,0 +1,80 @@
+"""DistributedDataParallel: replicate the model, all-reduce (average) gradients in buckets during backward."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from prism_core.train.distributed import init_process_group, launch_env, pick_device, unwrap
+
+if TYPE_CHECKING:
+    from prism_plugin_ddp.spec import DDPSpec
+
+
+class DDPStrategy:
+    sharded = False
+
+    def __init__(self, spec: DDPSpec) -> None:
+        self.spec = spec
+        self.rank, self.world_size = 0, 1
+        self.device = torch.device("cpu")
+        self._created_group = False
+
+    def setup(self) -> None:
+        env = launch_env()
+        self.device = pick_device(env.local_rank)
+        self._created_group = init_process_group(self.spec.backend, self.device) or self._created_group
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if hasattr(model, "keep_all_branches_in_graph"):
+            # A text-only micro-batch on one rank must still touch the projector, or DDP's reducer waits forever.
+            model.keep_all_branches_in_graph = True
+        model = model.to(self.device)
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            bucket_cap_mb=self.spec.bucket_cap_mb,
+            find_unused_parameters=self.spec.find_unused_parameters,
+            gradient_as_bucket_view=True,
+        )
+
+    @contextlib.contextmanager
+    def no_sync(self, model: torch.nn.Module) -> Iterator[None]:
+        """Skip the all-reduce on accumulation micro-batches; the last one reduces the summed gradients."""
+        with model.no_sync() if isinstance(model, DistributedDataParallel) else contextlib.nullcontext():
+            yield
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
+        # Gradients are identical on every rank after the all-reduce, so the local norm is the global one.
+        params = [p for p in model.parameters() if p.grad is not None]
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def model_state(self, model: torch.nn.Module) -> Mapping[str, Any]:
+        return unwrap(model).state_dict()
+
+    def load_model_state(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
+        unwrap(model).load_state_dict(state)
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        if self.rank != 0:
+            return {}
+        return {k: v.detach().to("cpu") for k, v in unwrap(model).state_dict().items()}
+
+    def barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
+    def teardown(self) -> None:
+        if self._created_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._created_group = False

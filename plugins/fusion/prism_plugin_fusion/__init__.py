@@ -1,0 +1,1 @@
+"""prism vision backbone kind ``fused``: member backbones side by side, features concatenated channel-wise."""

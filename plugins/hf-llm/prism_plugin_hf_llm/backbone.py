@@ -1,0 +1,141 @@
+"""The LLM backbone module: a Hugging Face causal LM plus its tokenizer, driven by input embeddings."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from prism_plugin_hf_llm.spec import HFCausalLMSpec
+
+
+def find_decoder_layer_classes(llm: nn.Module) -> tuple[type[nn.Module], ...]:
+    """The repeated decoder block classes: those Hugging Face lists in ``_no_split_modules``, else the class of
+    the longest ``nn.ModuleList`` (the layer stack)."""
+    names = set(getattr(llm, "_no_split_modules", None) or ())
+    classes = tuple(dict.fromkeys(type(m) for m in llm.modules() if type(m).__name__ in names))
+    if classes:
+        return classes
+    stacks = [m for m in llm.modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not stacks:
+        raise TypeError(f"cannot find the decoder layers of {type(llm).__name__}")
+    return (type(max(stacks, key=len)[0]),)
+
+
+class HFCausalLMBackbone(nn.Module):
+    """Implements ``prism_core.protocols.LLMBackbone``. The Hugging Face model is ``self.llm`` (the original's name,
+    so released checkpoints' ``llm.*`` keys load unchanged)."""
+
+    #: Autocast dtype for mixed precision (the original trains every family in bf16).
+    half_precision_dtype = torch.bfloat16
+
+    def __init__(
+        self,
+        llm: nn.Module,
+        tokenizer: Any = None,
+        *,
+        spec: HFCausalLMSpec,
+        tokenizer_loader: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if tokenizer is None and tokenizer_loader is None:
+            raise ValueError("give a tokenizer or a tokenizer_loader")
+        self.llm = llm
+        self.spec = spec
+        self._tokenizer = tokenizer
+        self._tokenizer_loader = tokenizer_loader
+        self.embed_dim: int = llm.config.hidden_size
+        self.decoder_layer_classes = find_decoder_layer_classes(llm)
+        self.default_prompt_format: str = spec.default_prompt_format
+        self.bos_in_prompt_text: bool = spec.bos_in_prompt_text
+        # transformers >= 5.2x takes the KV cache as `cache=` (``past_key_values=`` is deprecated there).
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+
+    # -- tokenizer ---------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (PAD added, right padding). Meta-device builds load it here, on first use."""
+        if self._tokenizer is None:
+            assert self._tokenizer_loader is not None
+            self._tokenizer = self._tokenizer_loader()
+        return self._tokenizer
+
+    @contextlib.contextmanager
+    def left_padding(self) -> Iterator[Any]:
+        """``with llm.left_padding() as tok:`` — the tokenizer pads on the left inside the block (batched
+        generation), and on the right again after it (training)."""
+        tokenizer = self.tokenizer
+        previous = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        try:
+            yield tokenizer
+        finally:
+            tokenizer.padding_side = previous
+
+    def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``(input_ids, attention_mask)`` for a batch of prompts, BOS added as the contract says."""
+        with self.left_padding() as tokenizer:
+            encoded = tokenizer(list(prompts), padding=True, truncation=True, return_tensors="pt")
+        return encoded.input_ids, encoded.attention_mask
+
+    # -- model -------------------------------------------------------------------------------------------------
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(input_ids)
+
+    def forward(
+        self,
+        *,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Hugging Face ``CausalLMOutputWithPast``: ``.loss`` (shifted, mean over labels != IGNORE), ``.logits``,
+        ``.past_key_values`` (pass it back as ``past_key_values`` to continue decoding)."""
+        if past_key_values is not None:
+            kwargs[self._cache_kwarg] = past_key_values
+        return self.llm(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=use_cache, **kwargs
+        )
+
+    @torch.no_grad()
+    def generate(self, *, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:
+        """New token ids ``[B, new]`` only (KV-cached; rows that hit EOS are filled with the pad id).
+
+        Batches must be left-padded (see ``left_padding``/``encode_prompts``). Takes Hugging Face generation
+        arguments (``max_new_tokens``, ``do_sample``, ``temperature``, ...); with ``return_dict_in_generate=True``
+        the Hugging Face output object is returned instead (its ``sequences`` hold the new tokens only).
+        """
+        if attention_mask.ndim != 2 or not bool(attention_mask[:, -1].all()):
+            raise ValueError("generate needs a left-padded batch: every row's last position must be attended "
+                             "(use llm.left_padding() or llm.encode_prompts())")
+        tokenizer = self.tokenizer
+        kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        kwargs.setdefault("use_cache", True)
+        return self.llm.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Freeze (``False``: no gradients, eval mode) or unfreeze every parameter."""
+        self.llm.requires_grad_(trainable)
+        self.train(trainable)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute decoder layers in backward (non-reentrant, so a frozen LLM still passes gradients back)."""
+        self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.llm.config.use_cache = False
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write model (safetensors) and tokenizer in Hugging Face format; ``model_id = directory`` reloads it."""
+        directory = Path(directory)
+        self.llm.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        return directory

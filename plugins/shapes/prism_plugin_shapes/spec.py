@@ -1,0 +1,118 @@
+"""Spec for the synthetic shapes data set (torch-free: the generator and dataset are imported in ``build``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from prism_core.spec import DatasetSpec, spec_field
+
+QuestionType = Literal["colour", "shape", "presence", "count"]
+
+#: Every colour and shape the generator can draw (RGB chosen to be far apart, so 32 px images stay unambiguous).
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 25, 25), "green": (30, 180, 40), "blue": (30, 60, 230), "yellow": (245, 225, 30),
+    "purple": (130, 40, 170), "orange": (250, 140, 20), "cyan": (30, 220, 230), "magenta": (235, 40, 200),
+    "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "pink": (250, 170, 190),
+    "brown": (120, 70, 20),
+}
+SHAPES: tuple[str, ...] = (
+    "circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "pentagon", "ellipse", "rectangle", "heart",
+)
+QUESTION_TYPES: tuple[str, ...] = ("colour", "shape", "presence", "count")
+NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@attrs.frozen(kw_only=True)
+class ShapesSpec(DatasetSpec):
+    """Coloured shapes on a plain background with one-word answers; generated once and cached."""
+
+    kind: ClassVar[str] = "synthetic-shapes"
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "shapes-tiny": {"image_size": 32, "num_train": 64, "num_test": 32},
+        "shapes-quickstart": {"image_size": 32, "num_train": 12000, "num_test": 600},
+        "shapes-count": {"image_size": 64, "num_train": 20000, "num_test": 1000,
+                         "question_types": ("colour", "shape", "presence", "count")},
+        "shapes-224": {"image_size": 224, "num_train": 4000, "num_test": 200},
+        "shapes-384": {"image_size": 384, "num_train": 4000, "num_test": 200},
+    }
+
+    image_size: int = spec_field(32, help="image side in pixels")
+    num_train: int = spec_field(12000, help="examples in the train split")
+    num_test: int = spec_field(600, help="examples in the held-out test split (generated from a separate seed)")
+    question_types: tuple[QuestionType, ...] = spec_field(
+        ("colour", "shape", "presence"), help="question types to generate: colour, shape, presence, count"
+    )
+    question_mix: tuple[float, ...] | None = spec_field(
+        None, help="relative weight of each question type, in question_types order (default: equal)"
+    )
+    colours: tuple[str, ...] = spec_field(
+        ("red", "green", "blue", "yellow", "cyan", "magenta"), help=f"colours to draw from: {', '.join(COLOURS)}"
+    )
+    shapes: tuple[str, ...] = spec_field(
+        ("circle", "square", "triangle", "cross"), help=f"shapes to draw from: {', '.join(SHAPES)}"
+    )
+    background: str = spec_field("gray", help="background colour (must not be one of `colours`)")
+    held_out: tuple[str, ...] = spec_field(
+        (), help="'colour shape' combinations never shown in the train split, e.g. ['red circle']"
+    )
+    max_count: int = spec_field(3, help="most copies of the asked shape in a count scene")
+    seed: int = spec_field(0, help="generation seed (the test split uses a seed derived from it)")
+    cache_dir: str | None = spec_field(
+        None, help="where generated sets are kept (default: $PRISM_CACHE/shapes or ~/.cache/prism/shapes)"
+    )
+    on_bad_example: Literal["error", "skip"] = spec_field("error", help="unusable example: raise, or count and skip")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.image_size < 16:
+            yield "image_size", f"must be >= 16 to draw recognisable shapes, got {self.image_size}"
+        for name in ("num_train", "num_test"):
+            if getattr(self, name) < 1:
+                yield name, f"must be >= 1, got {getattr(self, name)}"
+        if not self.question_types:
+            yield "question_types", "must name at least one question type"
+        if len(set(self.question_types)) != len(self.question_types):
+            yield "question_types", "has duplicates"
+        if self.question_mix is not None:
+            if len(self.question_mix) != len(self.question_types):
+                yield "question_mix", (f"needs one weight per question type ({len(self.question_types)}), "
+                                       f"got {len(self.question_mix)}")
+            elif any(w < 0 for w in self.question_mix) or not sum(self.question_mix) > 0:
+                yield "question_mix", "weights must be >= 0 with a positive sum"
+        for name, allowed in (("colours", COLOURS), ("shapes", SHAPES)):
+            values = getattr(self, name)
+            unknown = [v for v in values if v not in allowed]
+            if unknown:
+                yield name, f"unknown {name} {unknown}; choose from {', '.join(allowed)}"
+            if len(set(values)) != len(values):
+                yield name, "has duplicates"
+            if not values:
+                yield name, "must not be empty"
+        if self.background not in COLOURS:
+            yield "background", f"unknown colour {self.background!r}; choose from {', '.join(COLOURS)}"
+        elif self.background in self.colours:
+            yield "background", f"{self.background!r} is also a shape colour: shapes of that colour would vanish"
+        if "presence" in self.question_types and len(self.colours) * len(self.shapes) < 2:
+            yield "question_types", "presence questions need at least two colour × shape combinations"
+        if not 1 <= self.max_count < len(NUMBER_WORDS):
+            yield "max_count", f"must be in [1, {len(NUMBER_WORDS) - 1}], got {self.max_count}"
+        for i, combo in enumerate(self.held_out):
+            parts = combo.split()
+            if len(parts) != 2 or parts[0] not in self.colours or parts[1] not in self.shapes:
+                yield f"held_out[{i}]", f"expected 'colour shape' from the spec's colours and shapes, got {combo!r}"
+        if len(set(self.held_out)) >= len(self.colours) * len(self.shapes):
+            yield "held_out", "holds out every colour × shape combination"
+
+    def generation_params(self) -> dict[str, Any]:
+        """Everything that determines the generated files (the cache key)."""
+        return {name: getattr(self, name) for name in (
+            "image_size", "num_train", "num_test", "question_types", "question_mix", "colours", "shapes",
+            "background", "held_out", "max_count", "seed")}
+
+    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train") -> Any:
+        from prism_plugin_shapes.dataset import build_shapes_dataset
+
+        return build_shapes_dataset(self, tokenizer=tokenizer, prompt_format=prompt_format,
+                                    image_transform=image_transform, split=split)

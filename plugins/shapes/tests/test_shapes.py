@@ -1,0 +1,143 @@
+"""Synthetic shapes: balanced, readable, reproducible, cached atomically, held-out combos respected."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from prism_plugin_shapes.generate import COLOURS, ensure_generated, plural, vocabulary
+from prism_plugin_shapes.spec import ShapesSpec
+
+from prism_core.spec import DatasetSpec, SpecError, structure
+from prism_core.testing.conformance import DatasetConformance
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy import ToyPromptFormat, image_transform, word_tokenizer
+
+
+def make(tmp_path, **kw) -> ShapesSpec:
+    return ShapesSpec.from_preset("shapes-tiny", cache_dir=str(tmp_path), **kw)
+
+
+def entries(root: Path, split: str) -> list[dict]:
+    return json.loads((root / f"{split}.json").read_text())
+
+
+def test_single_shape_questions_are_balanced_and_answer_with_one_word(tmp_path):
+    spec = make(tmp_path, num_train=600, num_test=8)
+    data = entries(ensure_generated(spec, progress=False), "train")
+    types = collections.Counter(e["question_type"] for e in data)
+    assert set(types) == {"colour", "shape", "presence"} and min(types.values()) > 150
+    presence = [e["conversations"][1]["value"] for e in data if e["question_type"] == "presence"]
+    assert abs(presence.count("yes") - presence.count("no")) <= 1
+    for e in data:
+        question, answer = (t["value"] for t in e["conversations"])
+        assert question.startswith("<image>\n") and len(answer.split()) == 1
+        if e["question_type"] == "colour":
+            assert question.endswith("What colour is the shape?") and answer in spec.colours
+        if e["question_type"] == "shape":
+            assert question.endswith("What shape is in the image?") and answer in spec.shapes
+
+
+def test_the_drawn_shape_has_the_answered_colour_and_is_clearly_visible(tmp_path):
+    spec = make(tmp_path, num_train=60)
+    root = ensure_generated(spec, progress=False)
+    for e in entries(root, "train"):
+        if e["question_type"] != "colour":
+            continue
+        image = Image.open(root / e["image"]).convert("RGB")
+        assert image.size == (32, 32)
+        colours = collections.Counter(map(tuple, np.asarray(image).reshape(-1, 3).tolist()))
+        want = COLOURS[e["conversations"][1]["value"]]
+        assert colours[want] >= 40, "at least 40 of 1024 pixels show the shape"
+        assert set(colours) <= {want, COLOURS[spec.background]}, "plain background, one shape, no blending"
+
+
+def test_splits_differ_generation_is_reproducible_and_the_cache_is_reused(tmp_path):
+    spec = make(tmp_path)
+    root = ensure_generated(spec, progress=False)
+    train, test = entries(root, "train"), entries(root, "test")
+    assert len(train) == 64 and len(test) == 32
+    first = (root / train[0]["image"]).read_bytes()
+    assert first != (root / test[0]["image"]).read_bytes()
+    mtime = (root / "meta.json").stat().st_mtime_ns
+    assert ensure_generated(spec, progress=False) == root and (root / "meta.json").stat().st_mtime_ns == mtime
+    other = ensure_generated(make(tmp_path / "b"), progress=False, workers=2)
+    assert entries(other, "train") == train and (other / train[0]["image"]).read_bytes() == first
+    assert ensure_generated(make(tmp_path, seed=1), progress=False) != root
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name], "no temporary directory left behind"
+
+
+def test_a_crash_mid_generation_leaves_no_set(tmp_path, monkeypatch):
+    import prism_plugin_shapes.generate as gen
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gen, "plan_split", boom)
+    with pytest.raises(RuntimeError):
+        ensure_generated(make(tmp_path), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_held_out_combinations_never_appear_in_train(tmp_path):
+    spec = make(tmp_path, num_train=800, colours=("red", "blue"), shapes=("circle", "square"),
+                held_out=("red circle",), question_types=("colour", "shape", "presence"))
+    data = entries(ensure_generated(spec, progress=False), "train")
+    for e in data:
+        question = e["conversations"][0]["value"]
+        assert "red circle" not in question
+    root = ensure_generated(spec, progress=False)
+    shown = set()
+    for e in data:
+        if e["question_type"] in ("colour", "shape"):
+            image = np.asarray(Image.open(root / e["image"]).convert("RGB"))
+            pixels = set(map(tuple, image.reshape(-1, 3).tolist())) - {COLOURS["gray"]}
+            shown.add(pixels.pop())
+    assert COLOURS["red"] in shown  # red still appears (as a square)
+
+
+def test_count_questions_use_plural_words_and_number_answers(tmp_path):
+    spec = make(tmp_path, num_train=80, image_size=64, question_types=("count",), shapes=("circle", "cross"))
+    for e in entries(ensure_generated(spec, progress=False), "train"):
+        q, a = (t["value"] for t in e["conversations"])
+        assert q.endswith(("How many circles are there?", "How many crosses are there?"))
+        assert a in ("one", "two", "three")
+    assert plural("cross") == "crosses" and "crosses" in vocabulary(spec)
+
+
+def test_bad_specs_are_rejected_with_the_field():
+    with pytest.raises(SpecError) as err:
+        structure({"kind": "synthetic-shapes", "background": "red", "shapes": ["blob"], "held_out": ["green"],
+                   "question_mix": [1.0]}, DatasetSpec)
+    text = str(err.value)
+    assert "background" in text and "blob" in text and "held_out[0]" in text and "question_mix" in text
+
+
+def _dataset_for(spec: ShapesSpec, split: str = "train"):
+    tokenizer = word_tokenizer([*vocabulary(spec), "USER", "ASSISTANT"])
+    return spec.build(tokenizer=tokenizer, prompt_format=ToyPromptFormat(), image_transform=image_transform(),
+                      split=split)
+
+
+def test_dataset_exposes_question_types_and_splits(tmp_path):
+    spec = make(tmp_path)
+    ds = _dataset_for(spec, "test")
+    assert len(ds) == 32 and len(ds.question_types()) == 32
+    assert ds[0].source == "shapes/test.json#0" and ds[0].has_image
+    assert ds.answer(0) == ds.records[0].turns[-1].message
+    with pytest.raises(ValueError, match="splits 'train' and 'test'"):
+        _dataset_for(spec, "validation")
+
+
+class TestShapesConformance(DatasetConformance):
+    spec = ShapesSpec.from_preset("shapes-tiny")
+
+    @pytest.fixture
+    def dataset(self, tmp_path):
+        return _dataset_for(ShapesSpec.from_preset("shapes-tiny", cache_dir=str(tmp_path)))

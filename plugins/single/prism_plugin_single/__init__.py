@@ -1,0 +1,1 @@
+"""prism-plugin-single: the single-process training strategy (kind ``single``)."""

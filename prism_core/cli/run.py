@@ -1,0 +1,115 @@
+"""``prism-run``: train from a spec, continue a run, or export a checkpoint.
+
+    prism-run SPEC.toml [dotted.key=value ...]     train (SPEC may be a named spec; none: ``quickstart``)
+    prism-run --resume RUN_DIR                     continue from the run's latest complete checkpoint
+    prism-run --export RUN_DIR [--step N]          consolidated safetensors export of a checkpoint
+
+On several ranks, the same command under torchrun (gloo on CPU, NCCL on GPU)::
+
+    torchrun --nproc-per-node 8 $(which prism-run) SPEC.toml train.strategy.kind=fsdp
+    torchrun --nproc-per-node 8 -m prism_core.cli.run SPEC.toml
+
+Several nodes: one torchrun agent per node with ``--nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT
+--rdzv-id RUN``. Spec errors exit with status 2 and list every problem. Importing this module (and ``--help``)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prism_core.spec import SpecError, load_spec
+
+DEFAULT_SPEC = "quickstart"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prism-run",
+        description="Train a prism VLM from a TOML spec (alone, or on N ranks under torchrun).",
+        epilog="examples:\n"
+               "  prism-run spec.toml train.max_steps=100 train.strategy.kind=ddp\n"
+               "  torchrun --nproc-per-node 2 $(which prism-run) spec.toml train.strategy.kind=fsdp\n"
+               "  prism-run --resume runs/spec-20250101-120000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("spec", nargs="?", help=f"spec file or named spec (default: {DEFAULT_SPEC})")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides, values parsed as TOML")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", metavar="RUN_DIR", type=Path,
+                      help="continue this run from its latest complete checkpoint (its spec.toml is used)")
+    mode.add_argument("--export", metavar="RUN_DIR", type=Path,
+                      help="write a consolidated model export of a checkpoint of this run")
+    parser.add_argument("--step", type=int, help="with --export: the checkpoint step (default: latest)")
+    parser.add_argument("--out", type=Path, help="with --export: output directory (default RUN_DIR/export-step-N)")
+    return parser
+
+
+def _split_positionals(spec: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """``prism-run a.b=1`` means the default spec with an override, not a spec file named ``a.b=1``."""
+    if spec is not None and "=" in spec and not Path(spec).exists():
+        return DEFAULT_SPEC, [spec, *overrides]
+    return spec or DEFAULT_SPEC, overrides
+
+
+def _export(run_dir: Path, step: int | None, out: Path | None) -> int:
+    from prism_core.compose import build as build_model
+    from prism_core.io import save
+    from prism_core.train import checkpoint as ckpt
+    from prism_core.train.run_dir import load_run_spec
+
+    spec = load_run_spec(run_dir)
+    found = dict(ckpt.list_checkpoints(run_dir))
+    if not found:
+        print(f"prism-run: {run_dir} has no complete checkpoint", file=sys.stderr)
+        return 1
+    step = max(found) if step is None else step
+    if step not in found:
+        print(f"prism-run: no checkpoint for step {step} in {run_dir} (steps: {sorted(found)})", file=sys.stderr)
+        return 1
+    model = build_model(spec.model, load_init_weights=False)
+    ckpt.load_model_weights(found[step], model)
+    out = out or run_dir / f"export-step-{step:08d}"
+    save(model, out)
+    print(f"exported step {step} to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.export is not None:
+            return _export(args.export, args.step, args.out)
+        if args.resume is not None:
+            if args.spec is not None or args.overrides:
+                print("prism-run: --resume takes the spec from RUN_DIR/spec.toml; drop the spec and overrides",
+                      file=sys.stderr)
+                return 2
+            from prism_core.train.run_dir import load_run_spec
+
+            spec, source = load_run_spec(args.resume), str(args.resume / "spec.toml")
+        else:
+            name, overrides = _split_positionals(args.spec, args.overrides)
+            spec, source = load_spec(name, overrides), name
+        from prism_core.train.loop import train
+        from prism_core.train.run_dir import RunDirError
+        from prism_core.train.trackers import TrackerUnavailableError
+
+        try:
+            result = train(spec, source=source, resume_dir=args.resume)
+        except (RunDirError, TrackerUnavailableError) as exc:
+            print(f"prism-run: {exc}", file=sys.stderr)
+            return 2
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if result.interrupted:
+        return 0
+    print(f"finished {result.step} steps: {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The composed model: vision backbone → projector → causal LLM, with projected patches spliced in right after BOS.
+
+Rows of a batch may mix image+text and text-only examples; only image rows run the vision backbone, and the splice
+is one scatter (no per-row Python loop). Generation and scoring live in ``prism_core.generation`` and are exposed
+here as methods with the original Prismatic signatures (``generate``, ``generate_batch``, ``get_prompt_builder``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from prism_core import generation
+from prism_core.types import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from prism_core.prompting import PromptBuilder
+    from prism_core.spec import ModelSpec
+    from prism_core.types import Batch, PixelValues
+
+#: Which modules each training stage trains (the original ``freeze_backbones``).
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "align": ("projector",),
+    "finetune": ("projector", "llm_backbone"),
+    "full-finetune": ("vision_backbone", "projector", "llm_backbone"),
+}
+
+#: Short aliases accepted in trainable patterns: ``llm.*layers.1.*`` means ``llm_backbone.*layers.1.*``.
+_PATTERN_ALIASES = {"vision_backbone.": "vision.", "llm_backbone.": "llm."}
+
+
+class NoSupervisedTokensError(ValueError):
+    """A batch whose labels are all IGNORE: training on it would silently contribute a loss of 0."""
+
+
+@dataclass
+class PrismVLMOutput:
+    """``loss`` is the mean over supervised tokens, ``loss_sum`` their sum and ``num_tokens`` their count, so a
+    training loop can normalise over micro-batches and ranks. ``attention_mask``/``labels`` are the spliced ones."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+    num_tokens: torch.Tensor | None = None
+    past_key_values: Any = None
+    attention_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+
+@dataclass
+class Spliced:
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None
+
+
+class PrismVLM(nn.Module):
+    def __init__(
+        self,
+        vision_backbone: nn.Module,
+        projector: nn.Module,
+        llm_backbone: nn.Module,
+        prompt_format: Any = None,
+        spec: ModelSpec | None = None,
+        prompt_format_spec: Any = None,
+    ) -> None:
+        super().__init__()
+        self.vision_backbone = vision_backbone
+        self.projector = projector
+        self.llm_backbone = llm_backbone
+        self.prompt_format = prompt_format
+        self.spec = spec
+        self.prompt_format_spec = prompt_format_spec
+        #: Set by DDP/FSDP strategies: a text-only micro-batch still runs vision + projector on a dummy image.
+        self.keep_all_branches_in_graph = False
+        self.stage: str | None = None
+        self._dummy_pixels: PixelValues | None = None
+
+    # -- properties --------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def num_patches(self) -> int:
+        return int(self.vision_backbone.num_patches)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm_backbone.tokenizer
+
+    @property
+    def image_transform(self) -> Any:
+        return self.vision_backbone.image_transform
+
+    # -- freezing ----------------------------------------------------------------------------------------------
+    def configure_trainable(self, stage: str, trainable_patterns: Sequence[str] | None = None) -> list[str]:
+        """Freeze per ``stage`` (``align``, ``finetune``, ``full-finetune``); ``trainable_patterns`` (fnmatch over
+        parameter names, ``vision.``/``llm.`` accepted for ``vision_backbone.``/``llm_backbone.``) replace the
+        stage's choice. Returns the trainable parameter names. Frozen backbones are put in eval mode."""
+        if stage not in STAGE_MODULES:
+            raise ValueError(f"unknown stage {stage!r} (stages: {', '.join(STAGE_MODULES)})")
+        self.stage = stage
+        keys = STAGE_MODULES[stage]
+        for key in ("vision_backbone", "projector", "llm_backbone"):
+            module = getattr(self, key)
+            if hasattr(module, "set_trainable"):
+                module.set_trainable(key in keys)
+            else:
+                module.requires_grad_(key in keys)
+                module.train(key in keys)
+        if trainable_patterns is not None:
+            patterns = list(trainable_patterns)
+            matched = dict.fromkeys(patterns, False)
+            for name, param in self.named_parameters():
+                names = [name] + [alias + name[len(full):] for full, alias in _PATTERN_ALIASES.items()
+                                  if name.startswith(full)]
+                hits = [p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)]
+                param.requires_grad_(bool(hits))
+                for p in hits:
+                    matched[p] = True
+            unmatched = [p for p, hit in matched.items() if not hit]
+            if unmatched:
+                raise ValueError(f"trainable pattern(s) {unmatched} match no parameter "
+                                 f"(names look like {next(iter(dict(self.named_parameters())))!r})")
+            for key in ("vision_backbone", "projector", "llm_backbone"):  # modules with any trainable param train
+                module = getattr(self, key)
+                module.train(any(p.requires_grad for p in module.parameters()))
+        return [n for n, p in self.named_parameters() if p.requires_grad]
+
+    def _vision_needs_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.vision_backbone.parameters())
+
+    # -- the splice --------------------------------------------------------------------------------------------
+    def _vision_dtype(self) -> torch.dtype:
+        for p in self.vision_backbone.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def _cast_pixels(self, pixel_values: PixelValues) -> PixelValues:
+        device, dtype = self.device, self._vision_dtype()
+        if isinstance(pixel_values, dict):
+            return {k: v.to(device=device, dtype=dtype) for k, v in pixel_values.items()}
+        return pixel_values.to(device=device, dtype=dtype)
+
+    def embed_images(self, pixel_values: PixelValues) -> torch.Tensor:
+        """``[M, num_patches, llm_dim]`` projected patch embeddings; no autograd graph through a frozen tower."""
+        with torch.set_grad_enabled(self._vision_needs_grad()):
+            features = self.vision_backbone(self._cast_pixels(pixel_values))
+        return self.projector(features)
+
+    def _dummy_image_pixels(self) -> PixelValues:
+        if self._dummy_pixels is None:
+            from PIL import Image
+
+            size = int(getattr(self.vision_backbone, "image_size", 224))
+            pixels = self.vision_backbone.image_transform(Image.new("RGB", (size, size)))
+            self._dummy_pixels = {k: v[None] for k, v in pixels.items()} if isinstance(pixels, dict) else pixels[None]
+        return self._dummy_pixels
+
+    def splice(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None,
+        patch_embeds: torch.Tensor | None,
+        multimodal_indices: torch.Tensor,
+        *,
+        pad_text_rows_left: bool = False,
+    ) -> Spliced:
+        """Insert ``patch_embeds[m]`` after the BOS of row ``multimodal_indices[m]``.
+
+        BOS is the first attended token of a row, so right-padded (training) and left-padded (generation) rows
+        both work. When any row has an image, every row grows by ``num_patches``; text-only rows get masked zero
+        embeddings (IGNORE labels) at the end, or at the start with ``pad_text_rows_left`` (generation).
+        """
+        embeds = self.llm_backbone.embed_input_ids(input_ids)
+        attention_mask = attention_mask.bool()
+        if patch_embeds is None or multimodal_indices.numel() == 0:
+            return Spliced(embeds, attention_mask, labels)
+        batch, length = input_ids.shape
+        n = patch_embeds.shape[1]
+        device = input_ids.device
+        multimodal_indices = multimodal_indices.to(device)
+        is_mm = torch.zeros(batch, dtype=torch.bool, device=device)
+        is_mm[multimodal_indices] = True
+        bos = attention_mask.int().argmax(dim=1)  # first attended position per row
+        positions = torch.arange(length, device=device)[None, :]
+        shift_mm = n * (positions > bos[:, None])
+        shift_text = torch.full_like(shift_mm, n if pad_text_rows_left else 0)
+        dest = positions + torch.where(is_mm[:, None], shift_mm, shift_text)  # [B, T] new index of each token
+
+        total = length + n
+        patch_pos = bos[multimodal_indices, None] + 1 + torch.arange(n, device=device)[None, :]  # [M, N]
+        rows = multimodal_indices[:, None].expand(-1, n)
+        fused = embeds.new_zeros(batch, total, embeds.shape[-1])
+        fused = fused.scatter(1, dest[..., None].expand(-1, -1, embeds.shape[-1]), embeds)
+        fused = fused.index_put((rows, patch_pos), patch_embeds.to(fused.dtype))
+        mask = attention_mask.new_zeros(batch, total).scatter(1, dest, attention_mask)
+        mask = mask.index_put((rows, patch_pos), torch.ones_like(patch_pos, dtype=torch.bool))
+        fused_labels = None
+        if labels is not None:  # patch positions and padding stay IGNORE
+            fused_labels = labels.new_full((batch, total), IGNORE_INDEX).scatter(1, dest, labels)
+        return Spliced(fused, mask, fused_labels)
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        pixel_values: PixelValues | None = None,
+        multimodal_indices: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        sources: Sequence[str] | None = None,
+    ) -> PrismVLMOutput:
+        """``pixel_values`` holds the images of ``multimodal_indices`` rows only (all rows when the indices are
+        None). With a non-empty ``past_key_values`` only new tokens are embedded (cached decoding); the mask must
+        then cover the cached positions too."""
+        if past_key_values is not None and _cache_length(past_key_values) > 0:
+            out = self.llm_backbone(
+                inputs_embeds=self.llm_backbone.embed_input_ids(input_ids),
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+            )
+            return PrismVLMOutput(logits=out.logits, past_key_values=getattr(out, "past_key_values", None))
+
+        multimodal_indices = _resolve_indices(input_ids, pixel_values, multimodal_indices)
+        patch_embeds = None
+        if multimodal_indices.numel() > 0:
+            assert pixel_values is not None
+            count = _num_images(pixel_values)
+            if count != multimodal_indices.numel():
+                raise ValueError(f"pixel_values holds {count} images but multimodal_indices names "
+                                 f"{multimodal_indices.numel()} rows: pass images for the image rows only")
+            patch_embeds = self.embed_images(pixel_values)
+        spliced = self.splice(input_ids, attention_mask, labels, patch_embeds, multimodal_indices)
+        embeds = spliced.inputs_embeds
+        if patch_embeds is None and self.keep_all_branches_in_graph:
+            # Same collective calls on every rank (FSDP all-gathers, DDP buckets) even for a text-only micro-batch.
+            dummy = self.embed_images(self._dummy_image_pixels())
+            embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
+
+        out = self.llm_backbone(
+            inputs_embeds=embeds,
+            attention_mask=spliced.attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        result = PrismVLMOutput(
+            logits=out.logits,
+            past_key_values=getattr(out, "past_key_values", None),
+            attention_mask=spliced.attention_mask,
+            labels=spliced.labels,
+        )
+        if spliced.labels is not None:
+            result.loss_sum, result.num_tokens = _shifted_loss(out.logits, spliced.labels, sources)
+            result.loss = result.loss_sum / result.num_tokens
+        return result
+
+    def forward_batch(self, batch: Batch) -> PrismVLMOutput:
+        return self(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            labels=batch.labels,
+            pixel_values=batch.pixel_values,
+            multimodal_indices=batch.multimodal_indices,
+            sources=batch.sources,
+        )
+
+    # -- prompting and generation (original API) ---------------------------------------------------------------
+    def get_prompt_builder(self, system_prompt: str | None = None) -> PromptBuilder:
+        return generation.prompt_builder(self, system_prompt)
+
+    @torch.inference_mode()
+    def generate(self, image: Image | None, prompt_text: str, **generate_kwargs: Any) -> str:
+        """One (image, prompt) pair → the generated text (``image=None`` generates from text alone)."""
+        pixels = None
+        if image is not None:
+            pixels = generation.add_batch_dim(self.vision_backbone.image_transform(image))
+        return self.generate_batch(pixels, [prompt_text], **generate_kwargs)[0]
+
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        pixel_values: PixelValues | None,
+        texts: list[str],
+        return_string_probabilities: list[str] | None = None,
+        **generate_kwargs: Any,
+    ) -> list[str] | list[list[float]]:
+        """Truly batched: one left-padded, KV-cached ``generate`` call for all rows (``pixel_values`` has one image
+        per text, or is None). With ``return_string_probabilities`` returns, per row, the probabilities of those
+        strings as answers, normalised to sum to 1."""
+        if return_string_probabilities is not None:
+            return generation.score_batch(self, pixel_values, texts, return_string_probabilities)
+        return generation.generate_texts(self, pixel_values, texts, **generate_kwargs)
+
+    @torch.inference_mode()
+    def score(self, image: Image | None, prompt_text: str, candidates: list[str]) -> list[float]:
+        """Normalised probabilities of ``candidates`` (multi-token allowed) as the answer to one prompt."""
+        pixels = None if image is None else generation.add_batch_dim(self.vision_backbone.image_transform(image))
+        return generation.score_batch(self, pixels, [prompt_text], candidates)[0]
+
+
+def _cache_length(past_key_values: Any) -> int:
+    if hasattr(past_key_values, "get_seq_length"):
+        return int(past_key_values.get_seq_length())
+    try:
+        return int(past_key_values[0][0].shape[-2])
+    except (TypeError, IndexError, AttributeError):
+        return 0
+
+
+def _num_images(pixel_values: PixelValues) -> int:
+    if isinstance(pixel_values, dict):
+        sizes = {k: int(v.shape[0]) for k, v in pixel_values.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"fused pixel_values disagree on the number of images: {sizes}")
+        return next(iter(sizes.values()))
+    return int(pixel_values.shape[0])
+
+
+def _resolve_indices(
+    input_ids: torch.Tensor, pixel_values: PixelValues | None, multimodal_indices: torch.Tensor | None
+) -> torch.Tensor:
+    if pixel_values is None:
+        if multimodal_indices is not None and multimodal_indices.numel() > 0:
+            raise ValueError(f"multimodal_indices names {multimodal_indices.numel()} image rows but pixel_values "
+                             "is None")
+        return torch.zeros(0, dtype=torch.long, device=input_ids.device)
+    if multimodal_indices is None:  # original semantics: every row has an image
+        return torch.arange(input_ids.shape[0], device=input_ids.device)
+    return multimodal_indices.to(device=input_ids.device, dtype=torch.long)
+
+
+def _shifted_loss(
+    logits: torch.Tensor, labels: torch.Tensor, sources: Sequence[str] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of next-token cross-entropy over supervised positions (computed in fp32)."""
+    targets = labels[:, 1:]
+    num_tokens = (targets != IGNORE_INDEX).sum()
+    if int(num_tokens) == 0:
+        names = list(sources) if sources else [f"row {i}" for i in range(labels.shape[0])]
+        raise NoSupervisedTokensError(
+            f"every label in the batch is IGNORE ({IGNORE_INDEX}), so it has nothing to learn: {', '.join(names)} "
+            "(were the answers truncated away, or is the data missing assistant turns?)"
+        )
+    loss_sum = nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return loss_sum, num_tokens

@@ -1,0 +1,109 @@
+"""Collator: padding, masks, image-row stacking, truncation that respects image patches, bad rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prism_core.data import BadExample, BadExampleError
+from prism_core.data.collate import Collator, build_dataloader
+from prism_core.data.sampler import ModalityLengthSampler
+from prism_core.types import IGNORE_INDEX, Example
+
+PAD = 0
+
+
+def example(n: int, supervised_from: int, image: bool, source: str, fused: bool = False) -> Example:
+    ids = torch.arange(1, n + 1)
+    labels = torch.where(torch.arange(n) >= supervised_from, ids, torch.full_like(ids, IGNORE_INDEX))
+    pixels = None
+    if image:
+        pixels = {"a": torch.ones(3, 4, 4), "b": torch.zeros(3, 2, 2)} if fused else torch.full((3, 4, 4), float(n))
+    return Example(ids, labels, pixels, source)
+
+
+def test_pads_right_masks_by_length_and_stacks_image_rows_only():
+    batch = Collator(pad_token_id=PAD, max_length=100)([
+        example(3, 1, False, "t#0"), example(5, 2, True, "i#1"), example(4, 1, True, "i#2"),
+    ])
+    assert batch.input_ids.shape == (3, 5) and batch.labels.shape == (3, 5)
+    assert batch.input_ids[0].tolist() == [1, 2, 3, PAD, PAD]
+    assert batch.labels[0].tolist() == [IGNORE_INDEX, 2, 3, IGNORE_INDEX, IGNORE_INDEX]
+    assert batch.attention_mask.sum(1).tolist() == [3, 5, 4]
+    assert batch.multimodal_indices.tolist() == [1, 2]
+    assert batch.pixel_values.shape == (2, 3, 4, 4)
+    assert batch.pixel_values[:, 0, 0, 0].tolist() == [5.0, 4.0], "pixels follow multimodal_indices order"
+    assert batch.sources == ("t#0", "i#1", "i#2")
+
+
+def test_fused_pixels_are_stacked_per_member_and_text_only_batches_have_none():
+    batch = Collator(PAD, 100)([example(3, 1, True, "a", fused=True), example(3, 1, True, "b", fused=True)])
+    assert {k: tuple(v.shape) for k, v in batch.pixel_values.items()} == {"a": (2, 3, 4, 4), "b": (2, 3, 2, 2)}
+    text = Collator(PAD, 100)([example(3, 1, False, "t")])
+    assert text.pixel_values is None and text.multimodal_indices.tolist() == []
+
+
+def test_image_rows_get_max_length_minus_num_patches_of_text():
+    collator = Collator(PAD, max_length=10, num_patches=4)
+    batch = collator([example(12, 1, True, "img"), example(12, 1, False, "txt")])
+    assert batch.attention_mask.sum(1).tolist() == [6, 10]
+    assert batch.input_ids.shape[1] + collator.num_patches <= 14
+    with pytest.raises(ValueError, match="no room"):
+        Collator(PAD, max_length=4, num_patches=4)
+
+
+def test_example_left_without_supervision_is_an_error_naming_it_or_is_counted_when_skipping():
+    rows = [example(12, 9, True, "chat.json#7"), example(4, 1, False, "chat.json#8")]
+    with pytest.raises(BadExampleError, match=r"chat\.json#7: no supervised token left after truncation"):
+        Collator(PAD, max_length=10, num_patches=4)(rows)
+    collator = Collator(PAD, max_length=10, num_patches=4, on_bad_example="skip")
+    batch = collator(rows)
+    assert batch.sources == ("chat.json#8",)
+    assert len(collator.skipped) == 1 and collator.skipped[0].startswith("chat.json#7")
+
+
+def test_bad_example_stand_ins_raise_or_are_dropped():
+    bad = BadExample("x.json#3", "corrupt image /x.png")
+    with pytest.raises(BadExampleError, match=r"x\.json#3: corrupt image"):
+        Collator(PAD, 10)([bad, example(3, 1, False, "ok")])
+    batch, skipped = Collator(PAD, 10, on_bad_example="skip").collate([bad, example(3, 1, False, "ok")])
+    assert batch.sources == ("ok",) and skipped == ["x.json#3: corrupt image /x.png"]
+
+
+class ListDataset:
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def modality_lengths(self):
+        return [(not isinstance(x, BadExample) and x.has_image, 3) for x in self.items]
+
+
+def test_loader_reports_skips_across_workers_and_resumes_by_batches(caplog):
+    items = [example(3 + i % 3, 1, i % 2 == 0, f"d#{i}") for i in range(16)]
+    items[5] = BadExample("d#5", "missing image file")
+    ds = ListDataset(items)
+    sampler = ModalityLengthSampler(ds.modality_lengths(), global_batch_size=4, per_device_batch_size=2, seed=3)
+    loader = build_dataloader(ds, collator=Collator(PAD, 32, on_bad_example="skip"), sampler=sampler,
+                              per_device_batch_size=2, num_workers=2, seed=0)
+    with caplog.at_level("WARNING"):
+        batches = list(loader)
+    assert len(batches) == len(loader) == 8
+    assert loader.skipped == ["d#5: missing image file"] and "skipped 1 bad example" in caplog.text
+    rows = [s for b in batches for s in b.sources]
+    assert all(len({items[int(s[2:])].has_image for s in b.sources}) == 1 for b in batches)
+
+    it = iter(loader)
+    taken = [next(it) for _ in range(3)]
+    state = loader.state_dict()
+    sampler2 = ModalityLengthSampler(ds.modality_lengths(), global_batch_size=4, per_device_batch_size=2, seed=3)
+    loader2 = build_dataloader(ds, collator=Collator(PAD, 32, on_bad_example="skip"), sampler=sampler2,
+                               per_device_batch_size=2, num_workers=0, seed=0)
+    loader2.load_state_dict(state)
+    rest = [s for b in loader2 for s in b.sources]
+    assert [s for b in taken for s in b.sources] + rest == rows

@@ -1,0 +1,81 @@
+"""A complete, tiny training setup for the loop tests: the core fakes (fake-vit, fake-llama, fake-mlp) composed by
+``prism_core.compose``, a small mixed image / text-only data set, and the three strategy specs."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+import attrs
+
+from prism_core.prompting import tokenize_conversation
+from prism_core.registry import Registry
+from prism_core.spec import DatasetSpec, spec_field
+from prism_core.testing.fakes import fake_registry
+from prism_core.types import Example, Turn
+
+WORDS = "red green blue square circle small large left right top bottom shape colour".split()
+
+
+class ToyDataset:
+    def __init__(self, spec: ToyDataSpec, tokenizer: Any, prompt_format: Any, image_transform: Any) -> None:
+        import torch
+        from PIL import Image
+
+        rng = random.Random(spec.seed)
+        self.examples = []
+        for i in range(spec.num_examples):
+            has_image = i % 3 != 2  # two thirds with an image
+            question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
+            answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+            ids, labels = tokenize_conversation(tokenizer, prompt_format,
+                                                [Turn("human", f"<image>\n{question}"), Turn("gpt", answer)])
+            pixels = None
+            if has_image:
+                colour = tuple(rng.randrange(256) for _ in range(3))
+                pixels = image_transform(Image.new("RGB", (16, 16), colour))
+            self.examples.append(Example(torch.tensor(ids), torch.tensor(labels), pixels, f"toy#{i}"))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+    def modality_lengths(self) -> list[tuple[bool, int]]:
+        return [(e.has_image, len(e.input_ids)) for e in self.examples]
+
+
+@attrs.frozen(kw_only=True)
+class ToyDataSpec(DatasetSpec):
+    kind: ClassVar[str] = "train-toy"
+    presets: ClassVar[dict[str, dict]] = {"train-toy": {}}
+
+    num_examples: int = spec_field(32, help="examples")
+    seed: int = spec_field(0, help="content seed")
+
+    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train") -> Any:
+        return ToyDataset(self, tokenizer, prompt_format, image_transform)
+
+
+def registry() -> Registry:
+    from prism_plugin_ddp.spec import DDPSpec
+    from prism_plugin_fsdp.spec import FSDPSpec
+    from prism_plugin_single.spec import SingleSpec
+
+    return fake_registry(extra=(ToyDataSpec, SingleSpec, DDPSpec, FSDPSpec))
+
+
+def spec_toml(output_dir: str, run_name: str = "toy", **train: Any) -> str:
+    """A run spec over the fakes; ``train`` entries override the [train] table (values written as TOML)."""
+    import tomli_w
+
+    table = {"stage": "finetune", "global_batch_size": 8, "per_device_batch_size": 4, "learning_rate": 3e-3,
+             "max_steps": 6, "precision": "fp32", "num_workers": 0, "output_dir": output_dir,
+             "run_name": run_name, "warmup_ratio": 0.2, **train}
+    return tomli_w.dumps({
+        "schema": 1,
+        "model": {"vision": {"kind": "fake-vit"}, "llm": {"kind": "fake-llama"}, "projector": {"kind": "fake-mlp"}},
+        "data": {"kind": "train-toy"},
+        "train": table,
+    })
