@@ -219,6 +219,11 @@ def train(
         model.configure_trainable(cfg.stage, cfg.trainable)
         if cfg.activation_checkpointing:
             apply_activation_checkpointing(model)
+        if hasattr(model, "keep_all_branches_in_graph"):
+            # Every trainable parameter gets a gradient every step (zero when a text-only micro-batch leaves the
+            # projector unused). DDP/FSDP need this for their collectives; turning it on for one process too keeps
+            # AdamW's updates (momentum, decay) the same however many ranks share the batch.
+            model.keep_all_branches_in_graph = True
         flops = flops_model(model)
         wrapped = strategy.wrap(model)
 

@@ -73,6 +73,7 @@ def spec_toml(output_dir: str, run_name: str = "toy", **train: Any) -> str:
     table = {"stage": "finetune", "global_batch_size": 8, "per_device_batch_size": 4, "learning_rate": 3e-3,
              "max_steps": 6, "precision": "fp32", "num_workers": 0, "output_dir": output_dir,
              "run_name": run_name, "warmup_ratio": 0.2, **train}
+    table = {k: v for k, v in table.items() if v is not None}  # None: the field's default (TOML has no null)
     return tomli_w.dumps({
         "schema": 1,
         "model": {"vision": {"kind": "fake-vit"}, "llm": {"kind": "fake-llama"}, "projector": {"kind": "fake-mlp"}},

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from prism_plugin_hf_llm.spec import HFCausalLMSpec
 
 #: Files one of which must exist for a checkpoint to have weights (sharded or not, safetensors or legacy).
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
 
 #: Text the BOS contract is checked on.
 BOS_PROBE = "What colour is the shape?"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import torch
-
 from hf_llm_fixtures import write_byte_tokenizer
-from prism_core.prompting import tokenize_conversation
-from prism_core.types import IGNORE_INDEX, Turn
 from prism_plugin_hf_llm.loading import BOSContractError, LLMLoadError, resolve_token
 from prism_plugin_hf_llm.spec import HFCausalLMSpec
+
+from prism_core.prompting import tokenize_conversation
+from prism_core.types import IGNORE_INDEX, Turn
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "intermediate_size": 96}
@@ -75,7 +75,7 @@ def test_phi_needs_its_declared_special_case(phi_dir: Path) -> None:
     turns = [Turn("human", "What colour?"), Turn("gpt", "red")]
     ids, labels = tokenize_conversation(tok, Phi2PromptSpec().build(), turns)
     assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id and labels[0] == IGNORE_INDEX
-    supervised = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
+    supervised = [i for i, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
     assert tok.decode(supervised) == "red\n<|endoftext|>"
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from prism_plugin_hf_llm.spec import HFCausalLMSpec
 
 from prism_core.spec import SpecError, loads_spec
-from prism_plugin_hf_llm.spec import HFCausalLMSpec
 
 
 @pytest.mark.parametrize(

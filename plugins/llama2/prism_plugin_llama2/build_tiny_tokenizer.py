@@ -26,13 +26,25 @@ VOCAB_SIZE = 2047  # + "<PAD>" added at load time = 2048, already a multiple of 
 BOS, EOS = "<s>", "</s>"
 DEFAULT_DIR = Path(__file__).parent / "tiny_tokenizer"
 
-COLOURS = "red green blue yellow purple orange cyan magenta white black gray pink brown".split()
-SHAPES = ("circle circles square squares triangle triangles star stars hexagon hexagons diamond diamonds cross crosses "
-          "pentagon pentagons ellipse ellipses rectangle rectangles heart hearts").split()
-ANSWERS = "yes no Yes No True False".split()
-NUMBERS = "zero one two three four five six seven eight nine ten".split() + [str(d) for d in range(10)]
-QUESTION_WORDS = ("What what colour color shape shapes is the of there a an in image picture this How how many are "
-                  "Is Answer answer with word Describe describe and").split()
+COLOURS = [
+    "red", "green", "blue", "yellow", "purple", "orange", "cyan", "magenta", "white", "black", "gray", "pink",
+    "brown",
+]
+SHAPES = [
+    "circle", "circles", "square", "squares", "triangle", "triangles", "star", "stars", "hexagon", "hexagons",
+    "diamond", "diamonds", "cross", "crosses", "pentagon", "pentagons", "ellipse", "ellipses", "rectangle",
+    "rectangles", "heart", "hearts",
+]
+ANSWERS = ["yes", "no", "Yes", "No", "True", "False"]
+NUMBERS = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "0", "1", "2", "3", "4",
+    "5", "6", "7", "8", "9",
+]
+QUESTION_WORDS = [
+    "What", "what", "colour", "color", "shape", "shapes", "is", "the", "of", "there", "a", "an", "in", "image",
+    "picture", "this", "How", "how", "many", "are", "Is", "Answer", "answer", "with", "word", "Describe", "describe",
+    "and",
+]
 LETTERS = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
 FORMAT_PIECES = ["In", "Out", "USER", "ASSISTANT", "[INST]", "[/INST]", "Input", "Output"]
 SINGLE_TOKEN_WORDS: tuple[str, ...] = tuple(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prism_core.testing.conformance import LLMBackboneConformance
 from prism_plugin_llama2 import Llama2Spec
+
+from prism_core.testing.conformance import LLMBackboneConformance
 
 
 class TestLlamaTinyConformance(LLMBackboneConformance):

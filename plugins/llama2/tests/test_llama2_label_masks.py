@@ -54,14 +54,14 @@ def test_only_answers_and_their_eos_are_supervised(tok: Any, kind: str, answers:
     assert ids[0] == tok.bos_token_id and labels[0] == IGNORE_INDEX
     found = spans(labels)
     assert len(found) == 2, found
-    for (start, end), answer in zip(found, answers):
+    for (start, end), answer in zip(found, answers, strict=True):
         assert labels[start:end] == ids[start:end]
         assert tok.decode(ids[start:end]) == answer
         assert ids[end - 1] == tok.eos_token_id
     # Everything else is the human side of the conversation, rendered exactly.
     segments = fmt.render(TURNS)
     human = [tok(s.text, add_special_tokens=i == 0).input_ids for i, s in enumerate(segments) if not s.supervised]
-    assert [t for t, label in zip(ids, labels) if label == IGNORE_INDEX] == human[0] + human[1]
+    assert [t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX] == human[0] + human[1]
 
 
 def test_answer_tokens_are_the_ones_generation_produces(tok: Any) -> None:

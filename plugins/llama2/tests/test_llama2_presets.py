@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from prism_plugin_hf_llm.loading import LLMLoadError
 from prism_plugin_llama2 import Llama2Spec
 

@@ -72,7 +72,7 @@ def test_labels_supervise_exactly_the_answers_and_their_end_of_turn(tokenizer: A
     assert all(labels[i] == ids[i] for i in supervised)
     text = tokenizer.decode([ids[i] for i in supervised], skip_special_tokens=False)
     assert text == "red<|im_end|>\nsquare<|im_end|>\n"
-    unsupervised = tokenizer.decode([t for t, label in zip(ids, labels) if label == IGNORE_INDEX])
+    unsupervised = tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX])
     assert unsupervised == "<s>" + USER1 + USER2
 
 

@@ -56,7 +56,8 @@ GOLDEN = {
     "llama2-chat/custom-system": (
         Llama2ChatPromptSpec(system_prompt="Be brief."),
         [f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST] ", "red</s>", f"[INST] {Q2} [/INST] "],
-        [f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST]", f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST] red</s>",
+        [f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST]",
+         f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST] red</s>",
          f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST] red</s>[INST] {Q2} [/INST]"],
     ),
     "llama2-chat-fixed": (
@@ -69,7 +70,8 @@ GOLDEN = {
     "llama2-chat-fixed/no-system": (
         Llama2ChatFixedPromptSpec(system_prompt=""),
         [f"[INST] {Q1} [/INST] ", "red </s>", f"<s>[INST] {Q2} [/INST] "],
-        [f"[INST] {Q1} [/INST]", f"[INST] {Q1} [/INST] red </s>", f"[INST] {Q1} [/INST] red </s><s>[INST] {Q2} [/INST]"],
+        [f"[INST] {Q1} [/INST]", f"[INST] {Q1} [/INST] red </s>",
+         f"[INST] {Q1} [/INST] red </s><s>[INST] {Q2} [/INST]"],
     ),
     "mistral-instruct": (
         MistralInstructPromptSpec(),
@@ -102,7 +104,7 @@ def test_prompt_builder_returns_exactly_the_added_text(name: str) -> None:
     assert builder.get_prompt() == ""
     assert builder.get_potential_prompt(TURNS[0].message) == prompts[0]
     assert builder.get_prompt() == "", "get_potential_prompt must not change the builder"
-    for turn, text, prompt in zip(TURNS, texts, prompts):
+    for turn, text, prompt in zip(TURNS, texts, prompts, strict=True):
         assert builder.add_turn(turn.role, turn.message) == text
         assert builder.get_prompt() == prompt
 
