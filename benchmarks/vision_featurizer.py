@@ -17,11 +17,10 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from prism_plugin_timm_vision.spec import TimmViTSpec  # noqa: E402
+import timm
+import torch
+from prism_plugin_timm_vision.spec import TimmViTSpec
+from tqdm import tqdm
 
 
 def main() -> None:

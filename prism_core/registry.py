@@ -234,7 +234,7 @@ KNOWN_DISTRIBUTIONS: dict[tuple[Role, str], str] = {
     (Role.VISION_BACKBONE, "siglip"): "prism-plugin-siglip",
     (Role.VISION_BACKBONE, "dinov2"): "prism-plugin-dinov2",
     (Role.VISION_BACKBONE, "clip"): "prism-plugin-clip",
-    (Role.VISION_BACKBONE, "timm-vit"): "prism-plugin-timm-vit",
+    (Role.VISION_BACKBONE, "timm-vit"): "prism-plugin-timm-vision",
     (Role.VISION_BACKBONE, "fused"): "prism-plugin-fusion",
     (Role.LLM_BACKBONE, "hf-causal-lm"): "prism-plugin-hf-llm",
     (Role.LLM_BACKBONE, "llama2"): "prism-plugin-llama2",

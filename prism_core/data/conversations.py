@@ -114,7 +114,7 @@ def load_conversations(
         if problem is None and "image" in entry:
             image = root / entry["image"]
             if verify_images and not image.is_file():
-                problem = f"missing image file {image}"
+                problem = f"{image}: missing image file"
         if problem is not None:
             if on_bad_example == "error":
                 raise BadExampleError(f"{path} entry {index}: {problem}")
@@ -133,15 +133,14 @@ def load_conversations(
 
 def load_image(path: Path, source: str) -> Any:
     """The image at ``path`` as RGB, or ``BadExampleError`` naming ``source`` (missing or corrupt file)."""
-    from PIL import Image, UnidentifiedImageError
+    from prism_core.images import ImageLoadError
+    from prism_core.images import load_image as read_image
 
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # convert() loads the pixels, so truncated files fail here, not later
-    except FileNotFoundError:
-        raise BadExampleError(f"{source}: missing image file {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadExampleError(f"{source}: corrupt image {path}: {exc}") from None
+        with read_image(path) as image:
+            return image.convert("RGB")
+    except ImageLoadError as exc:
+        raise BadExampleError(f"{source}: {exc}") from None
 
 
 class ConversationDataset:

@@ -95,14 +95,14 @@ def test_missing_and_corrupt_images_raise_naming_the_entry_or_become_counted_sta
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
     entries = [chat("what", "cat", image="gone.png"), chat("what", "cat", image="corrupt.png")]
     ds = build(tmp_path, tokenizer, entries)
-    with pytest.raises(BadExampleError, match=r"data\.json#0: missing image file .*gone\.png"):
+    with pytest.raises(BadExampleError, match=r"data\.json#0: .*gone\.png: missing image file"):
         ds[0]
-    with pytest.raises(BadExampleError, match=r"data\.json#1: corrupt image .*corrupt\.png"):
+    with pytest.raises(BadExampleError, match=r"data\.json#1: .*corrupt\.png: corrupt image"):
         ds[1]
     skipping = build(tmp_path, tokenizer, entries, on_bad_example="skip")
     assert isinstance(skipping[0], BadExample) and isinstance(skipping[1], BadExample)
     assert skipping.bad_examples == 2
-    with pytest.raises(BadExampleError, match=r"data\.json entry 0: missing image file"):
+    with pytest.raises(BadExampleError, match=r"data\.json entry 0: .*gone\.png: missing image file"):
         build(tmp_path, tokenizer, entries, verify_images=True)
 
 

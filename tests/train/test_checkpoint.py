@@ -3,9 +3,9 @@ import random
 
 import pytest
 import torch
+from prism_plugin_single.strategy import SingleStrategy
 
 from prism_core.train import checkpoint as ckpt
-from prism_plugin_single.strategy import SingleStrategy
 
 
 class Tied(torch.nn.Module):
@@ -43,7 +43,7 @@ def test_round_trip_restores_model_optimizer_rng_and_trainer_state(tmp_path):
     other, other_opt = _trained(seed=1)
     state = ckpt.load_checkpoint(path, model=other, optimizer=other_opt, strategy=SingleStrategy(device="cpu"))
     assert state == {"step": 7}
-    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     saved, loaded = opt.state_dict(), other_opt.state_dict()
     for pid, entry in saved["state"].items():
@@ -75,7 +75,7 @@ def test_a_checkpoint_from_another_kind_of_strategy_is_refused(tmp_path):
     path = _save(tmp_path, 1, model, opt)
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "sharded": True}))
-    with pytest.raises(ckpt.CheckpointError, match="same train.strategy kind"):
+    with pytest.raises(ckpt.CheckpointError, match=r"same train\.strategy kind"):
         ckpt.load_checkpoint(path, model=model, optimizer=opt, strategy=SingleStrategy(device="cpu"))
 
 

@@ -7,8 +7,8 @@ from tests.train.toy_run import spec_toml
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom prism_core.cli.run import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")
+    code = ("import sys\nfrom prism_core.cli.run import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env=subprocess_env(), cwd=REPO)
     assert out.returncode == 0 and out.stdout.strip().endswith("False"), out.stdout + out.stderr

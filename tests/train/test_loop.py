@@ -24,6 +24,7 @@ def _curve(run_dir):
     return [{k: r[k] for k in ("step", *CURVE)} for r in read_metrics(run_dir)]
 
 
+@pytest.mark.slow
 def test_same_spec_and_seed_reproduce_the_loss_curve_exactly(tmp_path, toy_registry):
     _, first = _train(tmp_path, "a")
     _, second = _train(tmp_path, "b")
@@ -66,18 +67,20 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path, toy_registry)
         _train(tmp_path, "twice", max_steps=1)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_micro_batch(tmp_path, toy_registry):
     _, accumulated = _train(tmp_path, "acc", per_device_batch_size=2)  # 4 micro-batches of 2
     _, whole = _train(tmp_path, "whole", per_device_batch_size=8)
-    for a, b in zip(read_metrics(accumulated.run_dir), read_metrics(whole.run_dir)):
+    for a, b in zip(read_metrics(accumulated.run_dir), read_metrics(whole.run_dir), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_leaves_the_curve_unchanged(tmp_path, toy_registry):
     _, plain = _train(tmp_path, "plain", max_steps=3)
     _, recomputed = _train(tmp_path, "ac", max_steps=3, activation_checkpointing=True)
-    for a, b in zip(read_metrics(plain.run_dir), read_metrics(recomputed.run_dir)):
+    for a, b in zip(read_metrics(plain.run_dir), read_metrics(recomputed.run_dir), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
 
 

@@ -14,7 +14,8 @@ from prism_core.spec import DatasetSpec, spec_field
 from prism_core.testing.fakes import fake_registry
 from prism_core.types import Example, Turn
 
-WORDS = "red green blue square circle small large left right top bottom shape colour".split()
+WORDS = ["red", "green", "blue", "square", "circle", "small", "large", "left", "right", "top", "bottom", "shape",
+         "colour"]
 
 
 class ToyDataset:
@@ -27,7 +28,7 @@ class ToyDataset:
         for i in range(spec.num_examples):
             has_image = i % 3 != 2  # two thirds with an image
             question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5)))
-            answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+            answer = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, spec.answer_words)))
             ids, labels = tokenize_conversation(tokenizer, prompt_format,
                                                 [Turn("human", f"<image>\n{question}"), Turn("gpt", answer)])
             pixels = None
@@ -53,6 +54,7 @@ class ToyDataSpec(DatasetSpec):
 
     num_examples: int = spec_field(32, help="examples")
     seed: int = spec_field(0, help="content seed")
+    answer_words: int = spec_field(4, help="longest answer, in words (benchmarks use long ones)")
 
     def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train") -> Any:
         return ToyDataset(self, tokenizer, prompt_format, image_transform)
@@ -66,8 +68,10 @@ def registry() -> Registry:
     return fake_registry(extra=(ToyDataSpec, SingleSpec, DDPSpec, FSDPSpec))
 
 
-def spec_toml(output_dir: str, run_name: str = "toy", **train: Any) -> str:
-    """A run spec over the fakes; ``train`` entries override the [train] table (values written as TOML)."""
+def spec_toml(output_dir: str, run_name: str = "toy", model: dict | None = None, data: dict | None = None,
+              **train: Any) -> str:
+    """A run spec over the fakes; ``train`` entries override the [train] table, ``model`` / ``data`` tables
+    replace the fakes' defaults (values written as TOML)."""
     import tomli_w
 
     table = {"stage": "finetune", "global_batch_size": 8, "per_device_batch_size": 4, "learning_rate": 3e-3,
@@ -76,7 +80,8 @@ def spec_toml(output_dir: str, run_name: str = "toy", **train: Any) -> str:
     table = {k: v for k, v in table.items() if v is not None}  # None: the field's default (TOML has no null)
     return tomli_w.dumps({
         "schema": 1,
-        "model": {"vision": {"kind": "fake-vit"}, "llm": {"kind": "fake-llama"}, "projector": {"kind": "fake-mlp"}},
-        "data": {"kind": "train-toy"},
+        "model": model or {"vision": {"kind": "fake-vit"}, "llm": {"kind": "fake-llama"},
+                           "projector": {"kind": "fake-mlp"}},
+        "data": data or {"kind": "train-toy"},
         "train": table,
     })

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from prism_core.hooks import get_plugin_manager, hookimpl  # noqa: E402
-from prism_core.registry import use_registry  # noqa: E402
-from tests.train.toy_run import registry  # noqa: E402
+from prism_core.hooks import get_plugin_manager, hookimpl
+from prism_core.registry import use_registry
+from tests.train.toy_run import registry
 
 
 class SigtermAtStep:

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timm.layers.activations import QuickGELU
-
 from prism_plugin_clip.spec import ClipSpec
+from timm.layers.activations import QuickGELU
 
 conformance = pytest.importorskip("prism_core.testing.conformance")
 

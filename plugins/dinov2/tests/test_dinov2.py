@@ -4,7 +4,6 @@ import pytest
 import timm
 import torch
 from PIL import Image
-
 from prism_plugin_dinov2.spec import Dinov2Spec
 
 conformance = pytest.importorskip("prism_core.testing.conformance")

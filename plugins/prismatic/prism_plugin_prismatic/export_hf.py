@@ -14,6 +14,7 @@ exact is refused instead of exported silently wrong.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -220,24 +221,36 @@ def _select_feature_layer(llava: nn.Module, vlm: nn.Module, vit: nn.Module) -> N
                       "patch features, so this tower cannot be mapped exactly onto a transformers class")
 
 
+#: PIL resample codes for prism's interpolation names.
+PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}
+
+
 def _image_processor(vit: nn.Module, vlm: nn.Module, allow_letterbox: bool) -> Any:
+    """A CLIPImageProcessor doing what prism's ``image_transform`` does (its resize strategy, interpolation,
+    crop_pct, mean and std); falls back to the timm model's pretrained config for a transform without them."""
     from transformers import CLIPImageProcessor
 
-    cfg = getattr(vit, "pretrained_cfg", None) or {}
-    spec = getattr(vlm, "spec", None)
-    vision_spec = getattr(spec, "vision", None)
-    strategy = next((getattr(vision_spec, n) for n in ("image_resize_strategy", "resize_strategy", "resize")
-                     if hasattr(vision_spec, n)), "resize-naive")
+    cfg = dict(getattr(vit, "pretrained_cfg", None) or {})
+    transform = getattr(vlm.vision_backbone, "image_transform", None)
+    strategy = getattr(transform, "resize", None) or getattr(getattr(vlm.spec, "vision", None), "resize", None)
+    strategy = strategy or "resize-naive"
+    mean = getattr(transform, "mean", None) or cfg.get("mean", (0.5, 0.5, 0.5))
+    std = getattr(transform, "std", None) or cfg.get("std", (0.5, 0.5, 0.5))
+    interpolation = getattr(transform, "interpolation", None) or cfg.get("interpolation") or "bicubic"
+    crop_pct = float(getattr(transform, "crop_pct", None) or 1.0)
     if strategy == "letterbox" and not allow_letterbox:
         raise ExportError("the model was trained with letterbox padding, which transformers image processors cannot "
                           "do; pass --allow-letterbox (then pad images to a square with the mean colour yourself)")
+    if interpolation not in PIL_RESAMPLE:
+        raise ExportError(f"image interpolation {interpolation!r} has no PIL resample code")
     size = vit.patch_embed.img_size[0]
-    crop = strategy == "resize-crop"
+    crop = strategy in ("resize-crop", "letterbox")
+    resize_to = {"shortest_edge": math.floor(size / crop_pct)} if crop else {"height": size, "width": size}
     return CLIPImageProcessor(
-        do_resize=True, size={"shortest_edge": size} if crop else {"height": size, "width": size},
-        resample=3, do_center_crop=crop, crop_size={"height": size, "width": size}, do_rescale=True,
-        rescale_factor=1 / 255, do_normalize=True, image_mean=list(cfg.get("mean", (0.5, 0.5, 0.5))),
-        image_std=list(cfg.get("std", (0.5, 0.5, 0.5))), do_convert_rgb=True,
+        do_resize=True, size=resize_to,
+        resample=PIL_RESAMPLE[interpolation], do_center_crop=crop, crop_size={"height": size, "width": size},
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(mean), image_std=list(std),
+        do_convert_rgb=True,
     )
 
 

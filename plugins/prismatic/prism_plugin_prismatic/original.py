@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prism_plugin_prismatic.catalog import HUB_REPO, MODELS
-from prism_plugin_prismatic.recipes import llm_kind, projector_kind, vision_kind
+from prism_plugin_prismatic.recipes import VISION_RESIZE_FIELD, llm_kind, projector_kind, vision_kind
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoints/latest-checkpoint.pt"
@@ -121,10 +121,8 @@ def _resize_field(kind: str) -> str | None:
     from prism_core.types import Role
 
     names = {f.name for f in attrs.fields(get_registry().resolve(Role.VISION_BACKBONE, kind))}
-    for candidate in ("image_resize_strategy", "resize_strategy", "resize"):
-        if candidate in names:
-            return candidate
-    return None  # a kind without resize choices (test fakes) takes the images as its transform makes them
+    # a kind without resize choices (test fakes) takes the images as its transform makes them
+    return VISION_RESIZE_FIELD if VISION_RESIZE_FIELD in names else None
 
 
 def model_spec_from_config(model_cfg: Mapping[str, Any], vision_overrides: Mapping[str, Any] | None = None,

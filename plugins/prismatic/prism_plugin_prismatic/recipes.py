@@ -5,13 +5,11 @@ entry points this plugin declares (one per model id, plus ``<id>@align`` for the
 names a module attribute generated from the catalog below; calling it returns the TOML text. Torch-free.
 
 A few field names belong to other plugins (the vision resize strategy, the LLM's max length, the FSDP sharding
-mode); they are looked up on the installed spec classes when the text is generated, so the recipe follows those
-plugins instead of guessing.
+mode, the data stage); they are named once below, and tests/interop checks every recipe against those plugins.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from typing import Any
@@ -37,8 +35,13 @@ COMMON_TRAIN: dict[str, Any] = {
 #: The original's default strategy per stage: FSDP "shard-grad-op" to align, "full-shard" to finetune.
 SHARDING = {"align": "shard-grad-op", "finetune": "full-shard", "full-finetune": "full-shard"}
 LLM_MAX_LENGTH = 2048
-#: The LLaVA-Pretrain 558K caption set that the align stage trains on.
-ALIGN_DATA_PRESETS = ("llava-laion-cc-sbu-558k", "llava-pretrain-558k", "llava-align", "llava-pretrain")
+#: Field names of the other plugins' specs the recipes fill in (prism-plugin-timm-vision/siglip/clip/dinov2/fusion
+#: ``resize``; prism-plugin-llama2/hf-llm ``max_length``; prism-plugin-fsdp ``sharding``; prism-plugin-llava-data
+#: ``stage``). tests/interop validates every recipe against the installed plugins, so a rename there fails loudly.
+VISION_RESIZE_FIELD = "resize"
+LLM_MAX_LENGTH_FIELD = "max_length"
+FSDP_SHARDING_FIELD = "sharding"
+DATA_STAGE_FIELD = "stage"
 
 
 def vision_kind(backbone_id: str) -> str:
@@ -61,36 +64,6 @@ def projector_kind(arch_specifier: str) -> str:
     raise ValueError(f"unknown arch_specifier {arch_specifier!r}")
 
 
-def _spec_fields(role: str, kind: str) -> dict[str, Any]:
-    """attrs fields of an installed spec class (empty when the plugin is not installed)."""
-    import attrs
-
-    from prism_core.registry import PluginError, get_registry
-    from prism_core.types import Role
-
-    with contextlib.suppress(PluginError, ValueError):
-        return {f.name: f for f in attrs.fields(get_registry().resolve(Role(role), kind))}
-    return {}
-
-
-def _first_field(fields: dict[str, Any], candidates: tuple[str, ...]) -> str | None:
-    return next((name for name in candidates if name in fields), None)
-
-
-def _dataset_table(preset: str, stage: str) -> dict[str, Any]:
-    if stage != "align":
-        return {"kind": "llava", "preset": preset}
-    from prism_core.registry import PluginError, get_registry
-    from prism_core.types import Role
-
-    presets: dict[str, Any] = {}
-    with contextlib.suppress(PluginError, ValueError):
-        presets = dict(get_registry().resolve(Role.DATASET, "llava").presets)
-    chosen = next((p for p in ALIGN_DATA_PRESETS if p in presets), None)
-    chosen = chosen or next((p for p in sorted(presets) if "558k" in p or "align" in p or "pretrain" in p), None)
-    return {"kind": "llava", "preset": chosen or ALIGN_DATA_PRESETS[0]}
-
-
 def recipe(model_id: str, stage: str | None = None) -> dict[str, Any]:
     """The run spec (as a TOML-ready table) that trained ``model_id``; ``stage="align"`` for the first of two."""
     config = MODELS[model_id]["config"]
@@ -101,14 +74,9 @@ def recipe(model_id: str, stage: str | None = None) -> dict[str, Any]:
         raise ValueError(f"{model_id} is a single-stage model: it has no align stage")
 
     vision: dict[str, Any] = {"kind": vision_kind(config["vision_backbone_id"]), "preset": config["vision_backbone_id"]}
-    resize = _first_field(_spec_fields("vision_backbones", vision["kind"]),
-                          ("image_resize_strategy", "resize_strategy", "resize"))
-    vision[resize or "image_resize_strategy"] = config["image_resize_strategy"]
-    llm: dict[str, Any] = {"kind": llm_kind(config["llm_backbone_id"]), "preset": config["llm_backbone_id"]}
-    max_length = _first_field(_spec_fields("llm_backbones", llm["kind"]),
-                              ("max_length", "model_max_length", "llm_max_length"))
-    if max_length:
-        llm[max_length] = LLM_MAX_LENGTH
+    vision[VISION_RESIZE_FIELD] = config["image_resize_strategy"]
+    llm: dict[str, Any] = {"kind": llm_kind(config["llm_backbone_id"]), "preset": config["llm_backbone_id"],
+                           LLM_MAX_LENGTH_FIELD: LLM_MAX_LENGTH}
     projector = {"kind": projector_kind(config["arch_specifier"])}
     model: dict[str, Any] = {"vision": vision, "llm": llm, "projector": projector}
     if two_stage and stage != "align":
@@ -119,12 +87,12 @@ def recipe(model_id: str, stage: str | None = None) -> dict[str, Any]:
                              **COMMON_TRAIN, "run_name": model_id + (ALIGN_SUFFIX if stage == "align" else "")}
     if stage != "align" and config["max_steps"] is not None:
         train["max_steps"] = config["max_steps"]
-    strategy: dict[str, Any] = {"kind": "fsdp"}
-    sharding = _first_field(_spec_fields("train_strategies", "fsdp"), ("sharding", "sharding_strategy", "mode"))
-    if sharding:
-        strategy[sharding] = SHARDING[stage]
-    train["strategy"] = strategy
-    return {"schema": 1, "model": model, "data": _dataset_table(config["dataset"], stage), "train": train}
+    train["strategy"] = {"kind": "fsdp", FSDP_SHARDING_FIELD: SHARDING[stage]}
+    # The llava data plugin keeps both stages' component lists in each mixture preset; ``stage`` picks one (align:
+    # the LLaVA-Pretrain 558K captions, the same for every mixture).
+    data = {"kind": "llava", "preset": config["dataset"],
+            DATA_STAGE_FIELD: "align" if stage == "align" else "finetune"}
+    return {"schema": 1, "model": model, "data": data, "train": train}
 
 
 def recipe_toml(name: str) -> str:

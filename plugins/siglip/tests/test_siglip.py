@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from prism_plugin_siglip.spec import SiglipSpec
 
 from prism_core.spec import VisionBackboneSpec, structure
-from prism_plugin_siglip.spec import SiglipSpec
 
 conformance = pytest.importorskip("prism_core.testing.conformance")
 

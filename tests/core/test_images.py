@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from prism_plugin_timm_vision import ImageLoadError, load_image
+
+from prism_core.images import ImageLoadError, load_image
 
 
 def write_png(path: Path) -> bytes:
@@ -33,5 +34,5 @@ def test_corrupt_and_missing_files_fail_naming_the_file(tmp_path: Path) -> None:
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     with pytest.raises(ImageLoadError, match=r"garbage\.png"):
         load_image(corrupt)
-    with pytest.raises(ImageLoadError, match=r"absent\.png: no such image file"):
+    with pytest.raises(ImageLoadError, match=r"absent\.png: missing image file"):
         load_image(tmp_path / "absent.png")

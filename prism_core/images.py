@@ -1,4 +1,4 @@
-"""Reading image files with errors that name the file (PIL only, no torch)."""
+"""Reading image files with errors that name the file (PIL only, no torch): shared by data sets and backbones."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         # `open` reads only the header; decoding everything is what finds truncation and corruption.
         image.load()
     except FileNotFoundError:
-        raise ImageLoadError(f"{path}: no such image file") from None
+        raise ImageLoadError(f"{path}: missing image file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if image is not None:
             image.close()
-        raise ImageLoadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+        raise ImageLoadError(f"{path}: corrupt image ({type(exc).__name__}: {exc})") from exc
     return image
