@@ -30,7 +30,7 @@ def image_transform(size: int):
 
 
 def build_model(size: int):
-    from prism_core.compose import compose
+    from prism_core.composition import compose
 
     return compose({"kind": "siglip", "preset": "siglip-tiny", "image_size": size, "patch_size": 16},
                    "gelu-mlp", "llama-tiny")

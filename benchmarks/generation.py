@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 
 def build(fakes: bool):
-    from prism_core import compose
+    from prism_core.composition import compose
 
     if not fakes:
         try:

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 # Public name → module that defines it. Resolved on first attribute access (PEP 562), so `import prism_core`
 # stays cheap and torch-free.
 _LAZY = {
-    "compose": "prism_core.compose",
-    "build": "prism_core.compose",
+    "compose": "prism_core.composition",
+    "build": "prism_core.composition",
     "load": "prism_core.io",
     "save": "prism_core.io",
     "PrismVLM": "prism_core.vlm",

@@ -87,7 +87,8 @@ def evaluate_exact_match(
                 for (record, _, answer, question_type), output in zip(chunk, outputs, strict=True):
                     correct[mode][question_type].append(normalise_answer(output) == normalise_answer(answer))
                     if mode == "with_image" and len(samples) < 12:
-                        samples.append({"source": record.source, "question": record.turns[-2].message,
+                        samples.append({"source": record.source, "image": str(record.image or ""),
+                                        "question": record.turns[-2].message.replace("<image>", "").strip(),
                                         "answer": answer, "output": output})
                 bar.update(len(chunk))
     finally:

@@ -158,7 +158,7 @@ def load_dir(path: str | Path) -> PrismVLM:
     """Rebuild a model saved by ``save``: spec → components → weights (eval mode, no gradients)."""
     import torch
 
-    from prism_core.compose import build
+    from prism_core.composition import build
 
     path = Path(path)
     spec_file = path / SPEC_FILE
@@ -184,11 +184,13 @@ def _plugin_loaders() -> list[tuple[str, Any]]:
 
 
 def load(path_or_id: str | Path, hf_token: str | None = None, cache_dir: str | Path | None = None) -> PrismVLM:
-    """Load a model: a directory written by ``save``, anything a ``prism.model_loaders`` plugin resolves (e.g.
+    """Load a model: a directory written by ``save`` (or a run directory, meaning its final ``model/``), anything a ``prism.model_loaders`` plugin resolves (e.g.
     released Prismatic ids), or a Hub repository holding a saved prism model."""
     path = Path(path_or_id)
     if (path / SPEC_FILE).is_file():
         return load_dir(path)
+    if (path / "model" / SPEC_FILE).is_file():  # a run directory: its final export
+        return load_dir(path / "model")
     for name, entry_point in _plugin_loaders():
         try:
             loader = entry_point.load()

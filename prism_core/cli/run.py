@@ -55,7 +55,7 @@ def _split_positionals(spec: str | None, overrides: list[str]) -> tuple[str, lis
 
 
 def _export(run_dir: Path, step: int | None, out: Path | None) -> int:
-    from prism_core.compose import build as build_model
+    from prism_core.composition import build as build_model
     from prism_core.io import save
     from prism_core.train import checkpoint as ckpt
     from prism_core.train.run_dir import load_run_spec
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             spec, source = load_run_spec(args.resume), str(args.resume / "spec.toml")
         else:
             name, overrides = _split_positionals(args.spec, args.overrides)
+            if args.spec is None or name != args.spec:
+                print(f"prism-run: no spec given, running the bundled {name!r} spec "
+                      f"(see it in full: prism spec fill {name})", file=sys.stderr)
             spec, source = load_spec(name, overrides), name
         from prism_core.train.loop import train
         from prism_core.train.run_dir import RunDirError
@@ -108,7 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     if result.interrupted:
         return 0
     print(f"finished {result.step} steps: {result.run_dir}")
+    if spec.eval is not None and result.export_dir is not None:
+        _evaluate(result.run_dir)
     return 0
+
+
+def _evaluate(run_dir: Path) -> None:
+    """Held-out exact match with the blind control, then how to talk to the model (rank 0 only)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from prism_core.evaluate import evaluate_run, format_report
+
+    report, path = evaluate_run(run_dir)
+    print(f"\nheld-out evaluation ({report['split']} split; 'blind' = the same questions with the image zeroed):")
+    print(format_report(report))
+    print(f"wrote {path}")
+    sample = next((s for s in report["samples"] if s.get("image")), None)
+    image, question = (sample["image"], sample["question"]) if sample else ("IMAGE.png", "What is in the image?")
+    print(f"\nask it something:  prism generate {run_dir} --image {image} --prompt {question!r}")
+    print(f"or chat with it:   prism chat {run_dir}")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class TrainResult:
 
 def build_parts(spec: RunSpec) -> TrainParts:
     """The real composition: ``compose.build(spec.model)`` plus ``spec.data`` tokenized for it."""
-    from prism_core.compose import build as build_model
+    from prism_core.composition import build as build_model
     from prism_core.data.collate import Collator
 
     if spec.data is None:

@@ -27,7 +27,7 @@ def composed(request: pytest.FixtureRequest):
     for role, kind in [(Role.LLM_BACKBONE, "llama2"), (Role.PROJECTOR, projector),
                        (Role.VISION_BACKBONE, "fused" if "dino" in vision else "siglip")]:
         _require(role, kind)
-    from prism_core import compose
+    from prism_core.composition import compose
 
     return compose(vision=vision, projector=projector, llm="llama-tiny", seed=3)
 

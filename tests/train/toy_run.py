@@ -1,5 +1,5 @@
 """A complete, tiny training setup for the loop tests: the core fakes (fake-vit, fake-llama, fake-mlp) composed by
-``prism_core.compose``, a small mixed image / text-only data set, and the three strategy specs."""
+``prism_core.composition``, a small mixed image / text-only data set, and the three strategy specs."""
 
 from __future__ import annotations
 

@@ -22,13 +22,13 @@ def fakes() -> Iterator[Registry]:
 
 @pytest.fixture
 def vlm(fakes: Registry):
-    from prism_core import compose
+    from prism_core.composition import compose
 
     return compose(vision="fake-vit-tiny", projector="fake-mlp", llm="fake-llama-tiny", seed=1)
 
 
 @pytest.fixture
 def fused_vlm(fakes: Registry):
-    from prism_core import compose
+    from prism_core.composition import compose
 
     return compose(vision="fake-fused-tiny", projector="fake-mlp", llm="fake-llama-tiny", seed=1)

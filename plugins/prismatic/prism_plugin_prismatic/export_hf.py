@@ -227,8 +227,16 @@ PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}
 
 def _image_processor(vit: nn.Module, vlm: nn.Module, allow_letterbox: bool) -> Any:
     """A CLIPImageProcessor doing what prism's ``image_transform`` does (its resize strategy, interpolation,
-    crop_pct, mean and std); falls back to the timm model's pretrained config for a transform without them."""
-    from transformers import CLIPImageProcessor
+    crop_pct, mean and std); falls back to the timm model's pretrained config for a transform without them.
+
+    transformers 5 picks the image processor's backend when loading, not from the saved config: the default
+    (torchvision) resizes differently from prism's PIL resize, by up to one uint8 level per pixel; load with
+    ``LlavaProcessor.from_pretrained(out, backend="pil")`` to reproduce prism's pixels exactly.
+    """
+    try:
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:  # transformers < 5: the plain class is the PIL one
+        from transformers import CLIPImageProcessor
 
     cfg = dict(getattr(vit, "pretrained_cfg", None) or {})
     transform = getattr(vlm.vision_backbone, "image_transform", None)

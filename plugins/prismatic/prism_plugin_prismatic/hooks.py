@@ -16,22 +16,29 @@ def _export_hf(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"prism export hf: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote LlavaForConditionalGeneration + processor to {out}")
+    print(f"wrote LlavaForConditionalGeneration + processor to {out}\n"
+          f"load the processor with LlavaProcessor.from_pretrained(..., backend=\"pil\") for prism's exact pixels")
     return 0
 
 
 def _hub_push(args: argparse.Namespace) -> int:
     from prism_plugin_prismatic.hub import push_to_hub
 
-    url = push_to_hub(args.model, args.repo_id, token=args.hf_token, revision=args.revision, private=args.private)
+    url = push_to_hub(args.model, args.repo_id, token=args.hf_token, revision=args.revision, private=args.private,
+                      training_spec=args.training_spec)
     print(url)
     return 0
 
 
 def _hub_pull(args: argparse.Namespace) -> int:
-    from prism_plugin_prismatic.hub import pull_from_hub
+    from prism_plugin_prismatic.hub import HubError, pull_from_hub
 
-    print(pull_from_hub(args.repo_id, revision=args.revision, token=args.hf_token, cache_dir=args.cache_dir))
+    try:
+        print(pull_from_hub(args.repo_id, revision=args.revision, token=args.hf_token, cache_dir=args.cache_dir,
+                            local_dir=args.local_dir))
+    except HubError as exc:
+        print(f"prism hub pull: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -55,10 +62,13 @@ def prism_add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     push.add_argument("--private", action="store_true")
     push.add_argument("--hf-token", default=None)
+    push.add_argument("--training-spec", default=None,
+                      help="the run spec (TOML) that trained the model, for the card's training-data section")
     push.set_defaults(func=_hub_push)
     pull = actions.add_parser("pull", help="download a prism model into the Hub cache and print its directory")
     pull.add_argument("repo_id")
     pull.add_argument("--revision", default=None)
     pull.add_argument("--hf-token", default=None)
     pull.add_argument("--cache-dir", default=None)
+    pull.add_argument("--local-dir", default=None, help="copy the files into this folder instead of the cache")
     pull.set_defaults(func=_hub_pull)

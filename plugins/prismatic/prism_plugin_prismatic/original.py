@@ -151,10 +151,20 @@ def model_spec_from_config(model_cfg: Mapping[str, Any], vision_overrides: Mappi
 
 # -- key mapping ----------------------------------------------------------------------------------------------------
 def _strip(key: str) -> Iterable[str]:
-    """``a.b.c`` → ``a.b.c``, ``b.c``, ``c``: shorter and shorter suffixes to look up."""
+    """``a.b.c`` → ``a.b.c``, ``b.c``, ``c``: shorter and shorter suffixes to look up — but never past an index
+    (``featurizer.blocks.23.norm1.weight`` stops at ``blocks.23.norm1.weight``: ``norm1.weight`` of block 23 is not
+    "any ``norm1.weight``")."""
     parts = key.split(".")
-    for i in range(len(parts) - 1):
-        yield ".".join(parts[i:])
+    for i in range(len(parts)):
+        if i and parts[i - 1].isdigit():
+            return
+        if not parts[i].isdigit():
+            yield ".".join(parts[i:])
+
+
+def _stem(key: str) -> str:
+    """``dino_featurizer.blocks.0.x`` → ``dino``: the member an original fused-backbone key belongs to."""
+    return key.split(".")[0].split("_")[0]
 
 
 def map_keys(component: str, source: Mapping[str, tuple[int, ...]], target: Mapping[str, tuple[int, ...]],
@@ -167,29 +177,31 @@ def map_keys(component: str, source: Mapping[str, tuple[int, ...]], target: Mapp
     Raises ``PrismaticLoadError`` listing unmapped, unfilled and mismatched keys.
     """
     by_suffix: dict[str, list[str]] = {}
+    components: set[str] = set()
     for key in target:
         parts = key.split(".")
+        components.update(parts)
         for i in range(len(parts)):
             by_suffix.setdefault(".".join(parts[i:]), []).append(key)
     mapping: dict[str, str] = {}
     unmapped, ambiguous = [], []
     for key in source:
         found: str | None = key if key in target else None
+        if found is None and ignorable and ignorable(key):
+            continue
+        stem = _stem(key)
         for suffix in () if found else _strip(key):
             candidates = by_suffix.get(suffix, [])
-            if len(candidates) > 1:
-                stem = key[: len(key) - len(suffix)].split("_")[0].strip(".")
-                candidates = [c for c in candidates if stem and stem in c[: len(c) - len(suffix)]] or candidates
+            if stem in components:  # the original's prefix names a prism member: stay inside that member
+                candidates = [c for c in candidates if stem in c[: len(c) - len(suffix)].split(".")]
             if len(candidates) == 1:
                 found = candidates[0]
                 break
             if len(candidates) > 1:
                 ambiguous.append(f"{key} → {', '.join(candidates[:3])}")
                 break
-        if found is None and not (ignorable and ignorable(key)):
+        if found is None:
             unmapped.append(key)
-        elif found is None:
-            continue
         else:
             mapping[key] = found
     problems = []
@@ -218,16 +230,23 @@ def map_keys(component: str, source: Mapping[str, tuple[int, ...]], target: Mapp
 
 def _pruned_vision_key(target: Mapping[str, Any]) -> Any:
     """Full-finetune checkpoints hold every ViT block, the final norm and head; prism stops at the feature block
-    (the original computed the last block and threw it away), so those weights are legitimately unused."""
+    (the original computed the last block and threw it away), so those weights are legitimately unused. Depths are
+    per tower: a fused backbone's DINOv2 (24 blocks) and SigLIP (27 blocks) keep different blocks."""
     import re
 
-    kept = {int(m.group(1)) for k in target for m in [re.search(r"blocks\.(\d+)\.", k)] if m}
+    kept: dict[str, int] = {}  # prism path before "blocks.N" → last kept block
+    for key in target:
+        match = re.search(r"(^|.*\.)blocks\.(\d+)\.", key)
+        if match:
+            kept[match.group(1)] = max(kept.get(match.group(1), -1), int(match.group(2)))
 
     def ignorable(key: str) -> bool:
         block = re.search(r"blocks\.(\d+)\.", key)
-        if block:
-            return int(block.group(1)) > max(kept, default=-1)
-        return re.search(r"(^|\.)(norm|fc_norm|head|attn_pool)\.", key) is not None
+        if block is None:
+            return re.search(r"(^|\.)(norm|fc_norm|head|attn_pool)\.", key) is not None
+        stem = _stem(key)
+        owners = [last for owner, last in kept.items() if stem in owner.split(".")] or list(kept.values())
+        return bool(owners) and all(int(block.group(1)) > last for last in owners)
 
     return ignorable
 
@@ -270,7 +289,7 @@ def load_prismatic(path_or_id: str | Path, hf_token: str | None = None, *, cache
 
     ``vision_overrides`` / ``llm_overrides`` change fields of the derived specs (e.g. where vision weights come from).
     """
-    from prism_core.compose import build
+    from prism_core.composition import build
 
     config_path, checkpoint_path = resolve_files(path_or_id, hf_token, cache_dir)
     spec = model_spec_from_config(read_config(config_path), vision_overrides, llm_overrides)

@@ -126,7 +126,8 @@ def _handler_for(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
                     else payload["name"]
                 if repo_id in hub.repos:
                     return self._reply(409, {"error": "You already created this model repo", "url": repo_id})
-                hub.repos[repo_id] = Repo(private=bool(payload.get("private")), token=self._token())
+                private = payload.get("visibility", "private" if payload.get("private") else "public") != "public"
+                hub.repos[repo_id] = Repo(private=private, token=self._token())
                 hub.commit(repo_id, "main", [{"key": "header", "value": {"summary": "initial commit"}}])
                 return self._reply(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id})
             if method == "POST" and path == "/api/validate-yaml":
@@ -179,13 +180,13 @@ def _handler_for(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
                                           "oid": hashlib.sha1(c).hexdigest()} for p, c in sorted(files.items())])
             return self._reply(404, {"error": f"loopback hub: no route for {method} {action}"})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._dispatch("GET")
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._dispatch("HEAD")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._dispatch("POST")
 
     return Handler

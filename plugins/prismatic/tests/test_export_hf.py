@@ -6,7 +6,7 @@ import pytest
 import torch
 from prism_plugin_prismatic.export_hf import ExportError, build_llava, export_llava
 
-from prism_core.compose import build
+from prism_core.composition import build
 from prism_core.registry import use_registry
 from prism_core.spec import ModelSpec, structure
 from prism_core.testing.fakes import fake_registry

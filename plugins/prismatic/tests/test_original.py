@@ -11,7 +11,7 @@ from prism_plugin_prismatic.original import PrismaticLoadError, load_prismatic, 
 from prism_plugin_projectors.spec import FusedGeluMLPProjectorSpec, GeluMLPProjectorSpec
 
 import prism_core
-from prism_core.compose import build
+from prism_core.composition import build
 from prism_core.registry import use_registry
 from prism_core.spec import ModelSpec, structure
 from prism_core.testing.fakes import fake_registry
