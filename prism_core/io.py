@@ -184,8 +184,9 @@ def _plugin_loaders() -> list[tuple[str, Any]]:
 
 
 def load(path_or_id: str | Path, hf_token: str | None = None, cache_dir: str | Path | None = None) -> PrismVLM:
-    """Load a model: a directory written by ``save`` (or a run directory, meaning its final ``model/``), anything a ``prism.model_loaders`` plugin resolves (e.g.
-    released Prismatic ids), or a Hub repository holding a saved prism model."""
+    """Load a model: a directory written by ``save`` (or a run directory, meaning its final ``model/``), anything a
+    ``prism.model_loaders`` plugin resolves (e.g. released Prismatic ids), or a Hub repository holding a saved prism
+    model."""
     path = Path(path_or_id)
     if (path / SPEC_FILE).is_file():
         return load_dir(path)

@@ -1,4 +1,8 @@
-"""Process-group plumbing shared by the strategy plugins: torchrun's environment, device choice, backend."""
+"""Process-group plumbing shared by the strategy plugins: torchrun's environment, device choice, backend.
+
+Also the strategy methods that DDP and FSDP implement identically (all-reduce, gradient clipping, barrier,
+teardown), so both plugins call one implementation.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +52,36 @@ def init_process_group(backend: str, device: torch.device) -> bool:
         kwargs.update(init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
     dist.init_process_group(backend=backend, **kwargs)
     return True
+
+
+def destroy_created_group(created: bool) -> bool:
+    """Destroy the default group if this strategy ``created`` it; returns the new value of that flag."""
+    if created and dist.is_initialized():
+        dist.destroy_process_group()
+        return False
+    return created
+
+
+def barrier() -> None:
+    """Wait for every rank; a no-op when no process group is up."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` across ranks in place and return it."""
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip the gradients that exist to ``max_norm``; the total norm before clipping, as a float.
+
+    Under DDP every rank holds the same all-reduced gradients, so the local norm is the global one; under FSDP2
+    the gradients are DTensors and the norm comes back as one, gathered in full by ``grad_norm_as_float``.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    return grad_norm_as_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
 def _free_port() -> int:

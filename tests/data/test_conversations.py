@@ -9,8 +9,8 @@ from PIL import Image
 
 from prism_core.data import BadExample, BadExampleError
 from prism_core.data.conversations import ConversationDataset, load_conversations
+from prism_core.testing.toys import ToyPromptFormat, image_transform, word_tokenizer
 from prism_core.types import IGNORE_INDEX
-from tests.data.toy import ToyPromptFormat, image_transform, word_tokenizer
 
 WORDS = ["USER", "ASSISTANT", "what", "is", "this", "a", "cat", "dog", "red", "photo", "of", "describe", "hello", "hi",
          "there"]

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from prism_core.train.distributed import init_process_group, launch_env, pick_device, unwrap
+from prism_core.train import distributed
 
 if TYPE_CHECKING:
     from prism_plugin_ddp.spec import DDPSpec
@@ -26,9 +26,9 @@ class DDPStrategy:
         self._created_group = False
 
     def setup(self) -> None:
-        env = launch_env()
-        self.device = pick_device(env.local_rank)
-        self._created_group = init_process_group(self.spec.backend, self.device) or self._created_group
+        env = distributed.launch_env()
+        self.device = distributed.pick_device(env.local_rank)
+        self._created_group = distributed.init_process_group(self.spec.backend, self.device) or self._created_group
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -51,30 +51,24 @@ class DDPStrategy:
             yield
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
+        return distributed.all_reduce_sum(tensor)
 
     def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
-        # Gradients are identical on every rank after the all-reduce, so the local norm is the global one.
-        params = [p for p in model.parameters() if p.grad is not None]
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return distributed.clip_grad_norm(model, max_norm)
 
     def model_state(self, model: torch.nn.Module) -> Mapping[str, Any]:
-        return unwrap(model).state_dict()
+        return distributed.unwrap(model).state_dict()
 
     def load_model_state(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
-        unwrap(model).load_state_dict(state)
+        distributed.unwrap(model).load_state_dict(state)
 
     def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if self.rank != 0:
             return {}
-        return {k: v.detach().to("cpu") for k, v in unwrap(model).state_dict().items()}
+        return {k: v.detach().to("cpu") for k, v in distributed.unwrap(model).state_dict().items()}
 
     def barrier(self) -> None:
-        if dist.is_initialized():
-            dist.barrier()
+        distributed.barrier()
 
     def teardown(self) -> None:
-        if self._created_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._created_group = False
+        self._created_group = distributed.destroy_created_group(self._created_group)

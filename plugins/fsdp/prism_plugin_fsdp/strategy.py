@@ -15,7 +15,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from prism_core.train.distributed import grad_norm_as_float, init_process_group, launch_env, pick_device
+from prism_core.train import distributed
 
 if TYPE_CHECKING:
     from prism_plugin_fsdp.spec import FSDPSpec
@@ -58,9 +58,9 @@ class FSDPStrategy:
         self.train_precision = train.precision
 
     def setup(self) -> None:
-        env = launch_env()
-        self.device = pick_device(env.local_rank)
-        self._created_group = init_process_group(self.spec.backend, self.device) or self._created_group
+        env = distributed.launch_env()
+        self.device = distributed.pick_device(env.local_rank)
+        self._created_group = distributed.init_process_group(self.spec.backend, self.device) or self._created_group
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.local_world_size = env.local_world_size if self.world_size > 1 else 1
 
@@ -92,12 +92,10 @@ class FSDPStrategy:
         return model
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
+        return distributed.all_reduce_sum(tensor)
 
     def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
-        params = [p for p in model.parameters() if p.grad is not None]
-        return grad_norm_as_float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return distributed.clip_grad_norm(model, max_norm)
 
     def model_state(self, model: torch.nn.Module) -> Mapping[str, Any]:
         return get_model_state_dict(model)
@@ -110,10 +108,7 @@ class FSDPStrategy:
         return state if self.rank == 0 else {}
 
     def barrier(self) -> None:
-        if dist.is_initialized():
-            dist.barrier()
+        distributed.barrier()
 
     def teardown(self) -> None:
-        if self._created_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._created_group = False
+        self._created_group = distributed.destroy_created_group(self._created_group)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from tempfile import mkdtemp
 
-from hf_llm_fixtures import write_byte_tokenizer
 from prism_plugin_hf_llm.spec import HFCausalLMSpec
 
 from prism_core.testing.conformance import LLMBackboneConformance
+from prism_core.testing.toys import write_byte_tokenizer
 
 
 class TestTinyMistralConformance(LLMBackboneConformance):

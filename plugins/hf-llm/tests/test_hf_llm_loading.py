@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from hf_llm_fixtures import write_byte_tokenizer
 from prism_plugin_hf_llm.loading import BOSContractError, LLMLoadError, resolve_token
 from prism_plugin_hf_llm.spec import HFCausalLMSpec
 
 from prism_core.prompting import tokenize_conversation
+from prism_core.testing.toys import write_byte_tokenizer
 from prism_core.types import IGNORE_INDEX, Turn
 
 TINY = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,

@@ -7,7 +7,6 @@ import hashlib
 import http.server
 import io
 import json
-import sys
 import threading
 import zipfile
 from collections import Counter
@@ -23,10 +22,8 @@ from prism_plugin_llava_data.spec import ALIGN_DIR, LlavaSpec
 
 from prism_core.data import BadExampleError
 from prism_core.testing.conformance import DatasetConformance
+from prism_core.testing.toys import ToyPromptFormat, image_transform, word_tokenizer
 from prism_core.types import IGNORE_INDEX
-
-sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyPromptFormat, image_transform, word_tokenizer
 
 WORDS = ["USER", "ASSISTANT", "describe", "the", "image", "a", "cat", "dog", "what", "is", "it", "hello", "hi"]
 

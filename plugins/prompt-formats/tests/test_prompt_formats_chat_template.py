@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 from prism_plugin_prompt_formats.spec import ChatTemplatePromptSpec
-from prompt_fixtures import write_byte_tokenizer
 
 from prism_core.prompting import PromptFormatError, tokenize_conversation
+from prism_core.testing.toys import write_byte_tokenizer
 from prism_core.types import IGNORE_INDEX, Segment, Turn
 
 CHATML = (

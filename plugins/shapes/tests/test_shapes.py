@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,7 @@ from prism_plugin_shapes.spec import ShapesSpec
 
 from prism_core.spec import DatasetSpec, SpecError, structure
 from prism_core.testing.conformance import DatasetConformance
-
-sys.path.insert(0, str(Path(__file__).parent))
-from toy import ToyPromptFormat, image_transform, word_tokenizer
+from prism_core.testing.toys import ToyPromptFormat, image_transform, word_tokenizer
 
 
 def make(tmp_path, **kw) -> ShapesSpec:
