@@ -1,8 +1,11 @@
 """Exact-match evaluation of a VLM on a held-out conversation data set, with a blind control.
 
 Each example's last assistant turn is the reference answer; the turns before it are the prompt. The model answers
-with greedy, batched generation. The *blind control* asks the same questions with every image replaced by zeros:
-a model that really looks at images should fall to chance there, while a model that learned answer priors would not.
+with greedy, batched generation. The *blind control* asks the same questions with every image replaced by zeros
+and lets the model choose among the valid answers of each question type (every answer the split holds for that
+type), by their probabilities: its choice then reflects answer priors alone, so a model that really looks at images
+falls to chance there. (Free generation on a zeroed image is reported too, as ``blind_generation``: a model that
+never saw an empty image may answer with no valid answer at all, which says little about its priors.)
 Works on any data set whose examples are LLaVA-style conversations (``dataset.records``, as the first-party data
 plugins provide); accuracy is reported per question type when records carry one (``extra["question_type"]``).
 """
@@ -66,10 +69,13 @@ def evaluate_exact_match(
     items = _items(dataset, max_examples)
     transform = vlm.vision_backbone.image_transform
     answers_by_type: dict[str, Counter[str]] = defaultdict(Counter)
+    spelled: dict[str, dict[str, str]] = {}  # how each answer is written in the data, for scoring it
     for _, _, answer, question_type in items:
         answers_by_type[question_type][normalise_answer(answer)] += 1
-    modes = {"with_image": False, **({"blind": True} if blind_control else {})}
+        spelled.setdefault(question_type, {}).setdefault(normalise_answer(answer), answer.strip())
+    modes = ("with_image", "blind", "blind_generation") if blind_control else ("with_image",)
     correct: dict[str, dict[str, list[bool]]] = {mode: defaultdict(list) for mode in modes}
+    candidates = {t: sorted(forms.values()) for t, forms in spelled.items()}
     samples: list[dict[str, str]] = []
     was_training = vlm.training
     vlm.eval()
@@ -80,10 +86,14 @@ def evaluate_exact_match(
             prompts = [vlm.prompt_format.prompt(turns) for _, turns, _, _ in chunk]
             pixels = [None if record.image is None else transform(load_image(record.image, record.source))
                       for record, _, _, _ in chunk]
-            for mode, blind in modes.items():
-                rows = [None if p is None else _zeros_like(p) if blind else p for p in pixels]
+            blank = [None if p is None else _zeros_like(p) for p in pixels]
+            for mode in modes:
                 with torch.inference_mode():
-                    outputs = vlm.generate_batch(rows, prompts, do_sample=False, max_new_tokens=max_new_tokens)
+                    if mode == "blind":
+                        outputs = _choose(vlm, blank, prompts, [t for *_, t in chunk], candidates)
+                    else:
+                        rows = pixels if mode == "with_image" else blank
+                        outputs = vlm.generate_batch(rows, prompts, do_sample=False, max_new_tokens=max_new_tokens)
                 for (record, _, answer, question_type), output in zip(chunk, outputs, strict=True):
                     correct[mode][question_type].append(normalise_answer(output) == normalise_answer(answer))
                     if mode == "with_image" and len(samples) < 12:
@@ -101,6 +111,20 @@ def evaluate_exact_match(
     return report
 
 
+def _choose(vlm: Any, pixels: list[Any], prompts: list[str], types: list[str],
+            candidates: dict[str, list[str]]) -> list[str]:
+    """Per row, the most probable of its question type's valid answers (one scoring call per type)."""
+    chosen = [""] * len(prompts)
+    for question_type in sorted(set(types)):
+        rows = [i for i, t in enumerate(types) if t == question_type]
+        options = candidates[question_type]
+        probabilities = vlm.generate_batch([pixels[i] for i in rows], [prompts[i] for i in rows],
+                                           return_string_probabilities=options)
+        for i, probs in zip(rows, probabilities, strict=True):
+            chosen[i] = options[max(range(len(options)), key=probs.__getitem__)]
+    return chosen
+
+
 def _zeros_like(pixels: Any) -> Any:
     import torch
 
@@ -110,18 +134,22 @@ def _zeros_like(pixels: Any) -> Any:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A short table: accuracy per question type with the image, blind, and at chance."""
-    with_image, blind = report["with_image"], report.get("blind")
-    lines = [f"{'question type':<16}{'accuracy':>10}{'blind':>10}{'chance':>10}{'n':>8}"]
+    """A short table: accuracy per question type with the image, blind (choice among valid answers, and free
+    generation), and at chance."""
+    with_image = report["with_image"]
+    columns = [m for m in ("blind", "blind_generation") if m in report]
+    header = f"{'question type':<16}{'accuracy':>10}" + "".join(
+        f"{'blind' if m == 'blind' else 'blind gen':>11}" for m in columns) + f"{'chance':>9}{'n':>7}"
+    lines = [header]
     for question_type, figures in with_image["by_type"].items():
-        blind_acc = f"{blind['by_type'][question_type]['accuracy']:.1%}" if blind else "-"
-        lines.append(f"{question_type:<16}{figures['accuracy']:>10.1%}{blind_acc:>10}"
-                     f"{report['chance'][question_type]:>10.1%}{figures['num_examples']:>8}")
-    blind_all = f"{blind['accuracy']:.1%}" if blind else "-"
+        cells = "".join(f"{report[m]['by_type'][question_type]['accuracy']:>11.1%}" for m in columns)
+        lines.append(f"{question_type:<16}{figures['accuracy']:>10.1%}{cells}"
+                     f"{report['chance'][question_type]:>9.1%}{figures['num_examples']:>7}")
     chance_all = sum(report["chance"][t] * f["num_examples"] for t, f in with_image["by_type"].items()) / \
         with_image["num_examples"]
-    lines.append(f"{'overall':<16}{with_image['accuracy']:>10.1%}{blind_all:>10}{chance_all:>10.1%}"
-                 f"{with_image['num_examples']:>8}")
+    cells = "".join(f"{report[m]['accuracy']:>11.1%}" for m in columns)
+    lines.append(f"{'overall':<16}{with_image['accuracy']:>10.1%}{cells}{chance_all:>9.1%}"
+                 f"{with_image['num_examples']:>7}")
     return "\n".join(lines)
 
 

@@ -125,7 +125,8 @@ def _evaluate(run_dir: Path) -> None:
     from prism_core.evaluate import evaluate_run, format_report
 
     report, path = evaluate_run(run_dir)
-    print(f"\nheld-out evaluation ({report['split']} split; 'blind' = the same questions with the image zeroed):")
+    print(f"\nheld-out evaluation, {report['split']} split. blind: the same questions with the image zeroed, the model "
+          "choosing among each type's valid answers (blind gen: answering freely)")
     print(format_report(report))
     print(f"wrote {path}")
     sample = next((s for s in report["samples"] if s.get("image")), None)

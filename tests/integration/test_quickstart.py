@@ -26,7 +26,8 @@ def test_prism_run_without_a_spec_trains_evaluates_and_explains(tmp_path):
     report = json.loads((run / "eval.json").read_text())
     assert report["split"] == "test" and report["with_image"]["num_examples"] == 48
     assert set(report["with_image"]["by_type"]) == {"colour", "shape", "presence"} == set(report["blind"]["by_type"])
-    assert report["chance"]["presence"] == 0.5
+    assert report["with_image"]["by_type"]["presence"]["num_examples"] == 16  # the held-out split is balanced
+    assert report["blind_generation"]["num_examples"] == 48 and report["chance"]["presence"] == 0.5
     assert "held-out evaluation" in result.stdout and "overall" in result.stdout
     assert f"prism chat {run}" in result.stdout
 

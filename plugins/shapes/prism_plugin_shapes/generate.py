@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 
 from prism_plugin_shapes.spec import COLOURS, NUMBER_WORDS, ShapesSpec
 
-GENERATOR_VERSION = 1  # bump when drawing or wording changes: old caches are then not reused
+GENERATOR_VERSION = 2  # bump when drawing, wording or split planning changes: old caches are then not reused
 
 QUESTIONS = {
     "colour": "What colour is the shape?",
@@ -174,8 +174,12 @@ def plan_split(spec: ShapesSpec, split: str) -> list[tuple[str, bool]]:
     examples can be drawn in any order (or process) from their own seeds."""
     count = spec.num_train if split == "train" else spec.num_test
     rng = random.Random(f"prism-shapes:{spec.seed}:{split}:plan")
-    weights = spec.question_mix or [1.0] * len(spec.question_types)
-    types = rng.choices(list(spec.question_types), weights, k=count)
+    if split == "train":
+        weights = spec.question_mix or [1.0] * len(spec.question_types)
+        types = rng.choices(list(spec.question_types), weights, k=count)
+    else:  # held out: exactly balanced whatever the training mix, so every type is measured on as many questions
+        types = [spec.question_types[i % len(spec.question_types)] for i in range(count)]
+        rng.shuffle(types)
     yes = [i % 2 == 0 for i in range(types.count("presence"))]
     rng.shuffle(yes)
     answers = iter(yes)

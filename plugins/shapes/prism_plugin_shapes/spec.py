@@ -46,7 +46,8 @@ class ShapesSpec(DatasetSpec):
         ("colour", "shape", "presence"), help="question types to generate: colour, shape, presence, count"
     )
     question_mix: tuple[float, ...] | None = spec_field(
-        None, help="relative weight of each question type, in question_types order (default: equal)"
+        None, help="relative weight of each question type in the train split, in question_types order (default: "
+                   "equal); the test split is always balanced"
     )
     colours: tuple[str, ...] = spec_field(
         ("red", "green", "blue", "yellow", "cyan", "magenta"), help=f"colours to draw from: {', '.join(COLOURS)}"

@@ -41,6 +41,15 @@ def test_single_shape_questions_are_balanced_and_answer_with_one_word(tmp_path):
             assert question.endswith("What shape is in the image?") and answer in spec.shapes
 
 
+def test_question_mix_weights_the_train_split_and_the_test_split_stays_balanced(tmp_path):
+    spec = make(tmp_path, num_train=900, num_test=90, question_mix=(0.2, 1.0, 1.8))
+    root = ensure_generated(spec, progress=False)
+    train = collections.Counter(e["question_type"] for e in entries(root, "train"))
+    assert train["colour"] < 160 < train["shape"] < 360 < train["presence"]  # expected 60 / 300 / 540
+    test = collections.Counter(e["question_type"] for e in entries(root, "test"))
+    assert test == {"colour": 30, "shape": 30, "presence": 30}
+
+
 def test_the_drawn_shape_has_the_answered_colour_and_is_clearly_visible(tmp_path):
     spec = make(tmp_path, num_train=60)
     root = ensure_generated(spec, progress=False)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from prism_core.train.distributed import launch_env, pick_device
+from prism_core.train.distributed import clip_grad_norm, launch_env, pick_device
 
 
 class SingleStrategy:
@@ -34,8 +34,7 @@ class SingleStrategy:
         return tensor
 
     def clip_grad_norm(self, model: torch.nn.Module, max_norm: float) -> float:
-        params = [p for p in model.parameters() if p.grad is not None]
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return clip_grad_norm(model, max_norm)
 
     def model_state(self, model: torch.nn.Module) -> Mapping[str, Any]:
         return model.state_dict()
