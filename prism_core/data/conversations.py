@@ -147,7 +147,9 @@ class ConversationDataset:
     """Tokenized examples from validated records (see ``load_conversations``); satisfies ``Dataset``.
 
     ``bad_examples`` counts entries skipped at read time plus images that failed to load so far in this
-    process (the loader also reports the latter per epoch, across worker processes).
+    process (the loader also reports the latter per epoch, across worker processes). With ``keep_in_memory``
+    each example is decoded, transformed and tokenized once and kept (for small sets trained for many epochs,
+    where decoding would otherwise cost more than the training step; per process, so best without workers).
     """
 
     def __init__(
@@ -159,8 +161,10 @@ class ConversationDataset:
         image_transform: Callable[[Any], Any] | None,
         on_bad_example: OnBadExample = "error",
         bad_at_load: Sequence[str] = (),
+        keep_in_memory: bool = False,
     ) -> None:
         self.records = list(records)
+        self._kept: dict[int, Example] | None = {} if keep_in_memory else None
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
         self.image_transform = image_transform
@@ -203,6 +207,8 @@ class ConversationDataset:
     def __getitem__(self, index: int) -> Example | BadExample:  # type: ignore[override]
         import torch
 
+        if self._kept is not None and index in self._kept:
+            return self._kept[index]
         record = self.records[index]
         try:
             pixels = None
@@ -215,9 +221,12 @@ class ConversationDataset:
             self.skipped.append(str(exc))
             reason = str(exc).removeprefix(f"{record.source}: ")
             return BadExample(record.source, reason)
-        return Example(
+        example = Example(
             input_ids=torch.tensor(ids, dtype=torch.long),
             labels=torch.tensor(labels, dtype=torch.long),
             pixel_values=pixels,
             source=record.source,
         )
+        if self._kept is not None:
+            self._kept[index] = example
+        return example

@@ -28,4 +28,4 @@ def build_shapes_dataset(
     records, bad = load_conversations(root / f"{split}.json", root, format="chat", on_bad_example=spec.on_bad_example,
                                       label=f"shapes/{split}.json")
     return ShapesDataset(records, tokenizer=tokenizer, prompt_format=prompt_format, image_transform=image_transform,
-                         on_bad_example=spec.on_bad_example, bad_at_load=bad)
+                         on_bad_example=spec.on_bad_example, bad_at_load=bad, keep_in_memory=spec.keep_in_memory)

@@ -65,6 +65,10 @@ class ShapesSpec(DatasetSpec):
         None, help="where generated sets are kept (default: $PRISM_CACHE/shapes or ~/.cache/prism/shapes)"
     )
     on_bad_example: Literal["error", "skip"] = spec_field("error", help="unusable example: raise, or count and skip")
+    keep_in_memory: bool = spec_field(
+        True, help="decode, transform and tokenize each example once and keep it (the sets are small; with loader "
+                   "workers each worker keeps its own copy)"
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.image_size < 16:

@@ -141,6 +141,18 @@ def test_dataset_exposes_question_types_and_splits(tmp_path):
         _dataset_for(spec, "validation")
 
 
+def test_examples_are_decoded_once_when_kept_in_memory(tmp_path, monkeypatch):
+    import prism_core.data.conversations as conversations
+
+    kept, fresh = _dataset_for(make(tmp_path)), _dataset_for(make(tmp_path, keep_in_memory=False))
+    first = kept[3]
+    original, opened = conversations.load_image, []
+    monkeypatch.setattr(conversations, "load_image", lambda *a: opened.append(a) or original(*a))
+    assert kept[3] is first and opened == []  # served from memory: no file read again
+    fresh[3], fresh[3]
+    assert len(opened) == 2  # without it, every access decodes the image again
+
+
 class TestShapesConformance(DatasetConformance):
     spec = ShapesSpec.from_preset("shapes-tiny")
 
