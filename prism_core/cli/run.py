@@ -78,6 +78,9 @@ def _export(run_dir: Path, step: int | None, out: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     try:
         if args.export is not None:
@@ -110,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if result.interrupted:
         return 0
-    print(f"finished {result.step} steps: {result.run_dir}")
+    print(f"finished {result.step} steps in {time.monotonic() - started:.0f} s: {result.run_dir}")
     if spec.eval is not None and result.export_dir is not None:
         _evaluate(result.run_dir)
+        print(f"total {time.monotonic() - started:.0f} s")
     return 0
 
 
