@@ -233,7 +233,7 @@ class PrismVLM(nn.Module):
                 past_key_values=past_key_values,
                 use_cache=use_cache,
             )
-            return PrismVLMOutput(logits=out.logits, past_key_values=getattr(out, "past_key_values", None))
+            return PrismVLMOutput(logits=out.logits, past_key_values=_cache_of(out))
 
         multimodal_indices = _resolve_indices(input_ids, pixel_values, multimodal_indices)
         patch_embeds = None
@@ -259,7 +259,7 @@ class PrismVLM(nn.Module):
         )
         result = PrismVLMOutput(
             logits=out.logits,
-            past_key_values=getattr(out, "past_key_values", None),
+            past_key_values=_cache_of(out),
             attention_mask=spliced.attention_mask,
             labels=spliced.labels,
         )
@@ -310,6 +310,13 @@ class PrismVLM(nn.Module):
         """Normalised probabilities of ``candidates`` (multi-token allowed) as the answer to one prompt."""
         pixels = None if image is None else generation.add_batch_dim(self.vision_backbone.image_transform(image))
         return generation.score_batch(self, pixels, [prompt_text], candidates)[0]
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache of an LLM output: ``.cache`` in newer transformers (``.past_key_values`` is deprecated there)."""
+    if "cache" in getattr(out, "__dataclass_fields__", {}):
+        return out.cache
+    return getattr(out, "past_key_values", None)
 
 
 def _cache_length(past_key_values: Any) -> int:
