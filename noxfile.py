@@ -125,13 +125,20 @@ def import_time(session: nox.Session) -> None:
     _use_base(session)
     _install(session, ".", *(f"plugins/{p}" for p in PLUGINS))
     check = ("import sys, runpy\nsys.argv = {argv!r}\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\n"
-             "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch was imported by {argv}'\n")
-    for module, argv in (("prism_core", ["x"]), ("prism_core.cli.main", ["prism", "plugins"]),
-                         ("prism_core.cli.run", ["prism-run", "--help"])):
-        code = check.format(module=module, argv=argv) if module != "prism_core" else \
-            "import sys, prism_core; assert 'torch' not in sys.modules"
-        session.run("python", "-c", code, silent=True)
-    session.run("python", "-X", "importtime", "-c", "import prism_core", silent=True)
+             "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, {message!r}\n")
+    session.run("python", "-c", "import sys, prism_core; assert 'torch' not in sys.modules", silent=True)
+    for module, argv in (("prism_core.cli.main", ["prism", "plugins"]), ("prism_core.cli.main", ["prism", "spec",
+                         "validate", "quickstart"]), ("prism_core.cli.run", ["prism-run", "--help"])):
+        message = f"torch was imported by: {' '.join(argv)}"
+        session.run("python", "-c", check.format(module=module, argv=argv, message=message), silent=True)
+    timings = session.run("python", "-X", "importtime", "-c", "import prism_core", silent=True,
+                          stderr=subprocess.STDOUT)
+    rows = [line.split("|") for line in (timings or "").splitlines() if line.startswith("import time:")]
+    heavy = sorted({r[2].strip() for r in rows if r[2].strip().split(".")[0] in ("torch", "transformers", "timm")})
+    if heavy:
+        session.error(f"import prism_core imported {', '.join(heavy)}")
+    total = next((int(r[1]) for r in rows if r[2].strip() == "prism_core"), None)
+    session.log(f"import prism_core: {total / 1000:.0f} ms" if total else "import prism_core: timing not found")
 
 
 @nox.session(venv_backend="none")
