@@ -190,8 +190,12 @@ class FakeLLMBackbone(_TrainableMixin):
         past_key_values: Any = None,
         use_cache: bool = False,
     ) -> Any:
-        # transformers 5 deprecates the `past_key_values` argument name: pass a cache only when there is one.
-        cache = {} if past_key_values is None else {"past_key_values": past_key_values}
+        # Newer transformers take the KV cache as `cache=` (`past_key_values=` is deprecated): pass it only when
+        # there is one, under the name this version's forward takes.
+        import inspect
+
+        name = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        cache = {} if past_key_values is None else {name: past_key_values}
         return self.llm(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=use_cache, **cache
         )
