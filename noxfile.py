@@ -109,7 +109,8 @@ def plugin(session: nox.Session, plugin: str) -> None:
 def example_plugin(session: nox.Session) -> None:
     """The documented third-party plugin, installed like any pip package (it lives outside plugins/)."""
     _use_base(session)
-    _install(session, ".", "plugins/projectors", "examples/prism-plugin-example")
+    # Its tests compose it with a projector and the tiny Llama: install those the way a user would.
+    _install(session, ".", "plugins/projectors", *_prism_dependencies("llama2"), "examples/prism-plugin-example")
     session.run("python", "-m", "pytest", "examples/prism-plugin-example/tests", "-q", *session.posargs)
 
 
