@@ -119,15 +119,28 @@ def _single_token_log_probs(
     candidate_ids: list[list[int]],
 ) -> torch.Tensor:
     device = vlm.device
-    pad_id = vlm.llm_backbone.tokenizer.pad_token_id
-    input_ids = _pad(prompt_ids, pad_id, left=False, device=device)
-    mask = _pad([[1] * len(r) for r in prompt_ids], 0, left=False, device=device).bool()
-    spliced = vlm.splice(input_ids, mask, None, patch_embeds, multimodal_indices)
-    logits = vlm.llm_backbone(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask).logits
+    logits, spliced = _right_padded_forward(vlm, prompt_ids, None, patch_embeds, multimodal_indices)
     last = _last_attended(spliced.attention_mask)
     next_logits = logits[torch.arange(len(prompt_ids), device=device), last].float()
     ids = torch.tensor([c[0] for c in candidate_ids], device=device)
     return torch.log_softmax(next_logits, dim=-1)[:, ids]
+
+
+def _right_padded_forward(
+    vlm: PrismVLM,
+    rows: list[list[int]],
+    labels: list[list[int]] | None,
+    patch_embeds: torch.Tensor | None,
+    multimodal_indices: torch.Tensor,
+) -> tuple[torch.Tensor, Any]:
+    """Right-pad token rows (and labels), splice the images in, and run the LLM: (logits, the spliced batch)."""
+    device = vlm.device
+    input_ids = _pad(rows, vlm.llm_backbone.tokenizer.pad_token_id, left=False, device=device)
+    label_ids = None if labels is None else _pad(labels, IGNORE_INDEX, left=False, device=device)
+    mask = _pad([[1] * len(r) for r in rows], 0, left=False, device=device).bool()
+    spliced = vlm.splice(input_ids, mask, label_ids, patch_embeds, multimodal_indices)
+    logits = vlm.llm_backbone(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask).logits
+    return logits, spliced
 
 
 def _last_attended(mask: torch.Tensor) -> torch.Tensor:
@@ -144,23 +157,18 @@ def _teacher_forced_log_probs(
 ) -> torch.Tensor:
     """Sum of log p(candidate tokens | prompt) per (prompt, candidate), as ``[num_prompts, num_candidates]``."""
     device = vlm.device
-    pad_id = vlm.llm_backbone.tokenizer.pad_token_id
     num_candidates = len(candidate_ids)
     rows, labels = [], []
     for prompt in prompt_ids:
         for answer in candidate_ids:
             rows.append(prompt + answer)
             labels.append([IGNORE_INDEX] * len(prompt) + answer)
-    input_ids = _pad(rows, pad_id, left=False, device=device)
-    label_ids = _pad(labels, IGNORE_INDEX, left=False, device=device)
-    mask = _pad([[1] * len(r) for r in rows], 0, left=False, device=device).bool()
     # Each prompt's image rows repeat once per candidate; the vision tower ran once per image.
     repeated = multimodal_indices.repeat_interleave(num_candidates) * num_candidates + torch.arange(
         num_candidates, device=device
     ).repeat(multimodal_indices.numel())
     patches = None if patch_embeds is None else patch_embeds.repeat_interleave(num_candidates, dim=0)
-    spliced = vlm.splice(input_ids, mask, label_ids, patches, repeated)
-    logits = vlm.llm_backbone(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask).logits
+    logits, spliced = _right_padded_forward(vlm, rows, labels, patches, repeated)
     assert spliced.labels is not None
     targets = spliced.labels[:, 1:]
     log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
