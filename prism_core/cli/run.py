@@ -70,7 +70,11 @@ def _export(run_dir: Path, step: int | None, out: Path | None) -> int:
         print(f"prism-run: no checkpoint for step {step} in {run_dir} (steps: {sorted(found)})", file=sys.stderr)
         return 1
     model = build_model(spec.model, load_init_weights=False)
-    ckpt.load_model_weights(found[step], model)
+    try:
+        ckpt.load_model_weights(found[step], model)
+    except ckpt.CheckpointError as exc:
+        print(f"prism-run: {exc}", file=sys.stderr)
+        return 2
     out = out or run_dir / f"export-step-{step:08d}"
     save(model, out)
     print(f"exported step {step} to {out}")
@@ -99,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"prism-run: no spec given, running the bundled {name!r} spec "
                       f"(see it in full: prism spec fill {name})", file=sys.stderr)
             spec, source = load_spec(name, overrides), name
+        from prism_core.train.checkpoint import CheckpointError
         from prism_core.train.loop import train
         from prism_core.train.run_dir import RunDirError
         from prism_core.train.trackers import TrackerUnavailableError
 
         try:
             result = train(spec, source=source, resume_dir=args.resume)
-        except (RunDirError, TrackerUnavailableError) as exc:
+        except (RunDirError, TrackerUnavailableError, CheckpointError) as exc:
             print(f"prism-run: {exc}", file=sys.stderr)
             return 2
     except SpecError as exc:

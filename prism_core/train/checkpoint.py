@@ -8,8 +8,9 @@ Layout of ``RUN_DIR/checkpoints/step-00000120/``:
 - ``trainer.json``: step, epoch, position in the epoch, scheduler and optimizer hyperparameters;
 - ``meta.json``: written last. A directory is only ever visible under its ``step-*`` name once complete: every
   rank writes into ``.tmp-step-*``, and rank 0 renames it into place (an atomic rename on POSIX), so a crash at
-  any moment leaves the previous checkpoint usable. Nothing here is unpickled (safetensors and JSON only;
-  ``torch.distributed.checkpoint`` metadata is the one exception, read only for sharded runs).
+  any moment leaves the previous checkpoint usable. Nothing here is unpickled as arbitrary Python: safetensors and
+  JSON, and ``dcp/`` is read through ``prism_core.train.safe_dcp``, which admits only DCP's metadata classes and
+  plain values. Whether ``dcp/`` is read at all follows ``meta.json``, never the presence of the folder.
 """
 
 from __future__ import annotations
@@ -216,7 +217,30 @@ def remove_stale(run_dir: Path) -> None:
 
 # -- load -----------------------------------------------------------------------------------------------------------
 class CheckpointError(RuntimeError):
-    pass
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, or ``CheckpointError`` naming it (missing, truncated, not safetensors)."""
+    try:
+        return load_file(str(file))
+    except Exception as exc:  # OSError, SafetensorError: both mean this file cannot be used
+        raise CheckpointError(f"{file}: cannot be read ({exc})") from None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json`` of a checkpoint, checked: its format version and whether it was saved sharded."""
+    file = Path(path) / "meta.json"
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: not a complete checkpoint ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise CheckpointError(f"{file}: unsupported checkpoint format {found!r}")
+    if not isinstance(meta.get("sharded"), bool):
+        raise CheckpointError(f"{file}: 'sharded' must be true or false, got {meta.get('sharded')!r}")
+    return meta
 
 
 def load_checkpoint(
@@ -224,30 +248,26 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model, optimizer and this rank's RNG states from ``path``; return the saved ``trainer_state``."""
     path = Path(path)
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a complete checkpoint ({exc})") from exc
-    if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}/meta.json: unsupported checkpoint format {meta.get('format')!r}")
-    if bool(meta["sharded"]) != bool(strategy.sharded):
+    meta = read_meta(path)
+    if meta["sharded"] != bool(strategy.sharded):
         raise CheckpointError(f"{path}: saved by a {'sharded' if meta['sharded'] else 'unsharded'} strategy; "
                               f"resume with the same train.strategy kind")
     if strategy.sharded:
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
+        from prism_core.train import safe_dcp
+
         state = {"model": strategy.model_state(model), "optimizer": get_optimizer_state_dict(model, optimizer)}
-        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        safe_dcp.load(state, path / "dcp")
         strategy.load_model_state(model, state["model"])
         set_optimizer_state_dict(model, optimizer, state["optimizer"])
     else:
-        strategy.load_model_state(model, load_file(str(path / "model.safetensors")))
+        strategy.load_model_state(model, read_tensors(path / "model.safetensors"))
         optimizer_meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), optimizer_meta))
+        optimizer.load_state_dict(_unflatten_optimizer(read_tensors(path / "optimizer.safetensors"), optimizer_meta))
     rng_file = path / f"rng-rank{strategy.rank}.safetensors"
     if rng_file.is_file():  # absent when resuming on more ranks than saved: those ranks keep their fresh seeds
-        _set_rng_state(load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text("utf-8")))
+        _set_rng_state(read_tensors(rng_file), json.loads(rng_file.with_suffix(".json").read_text("utf-8")))
     return json.loads((path / "trainer.json").read_text(encoding="utf-8"))
 
 
@@ -257,11 +277,11 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> None:
     Sharded (``dcp/``) checkpoints are read without a process group and consolidated on the way in.
     """
     path = Path(path)
-    if (path / "dcp").is_dir():
-        import torch.distributed.checkpoint as dcp
+    if read_meta(path)["sharded"]:
+        from prism_core.train import safe_dcp
 
         state = {"model": model.state_dict()}
-        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        safe_dcp.load(state, path / "dcp")
         model.load_state_dict(state["model"])
     else:
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.load_state_dict(read_tensors(path / "model.safetensors"))
