@@ -60,12 +60,13 @@ def _pad(rows: Sequence[Sequence[int]], pad_value: int, left: bool, device: torc
 
 
 def _tokenize_prompts(vlm: PrismVLM, texts: Sequence[str]) -> list[list[int]]:
+    from prism_core.prompting import encode_prompt
+
     if isinstance(texts, str):
         raise TypeError("texts must be a list of prompts, not a single string")
     if not texts:
         raise ValueError("no prompts given")
-    tokenizer = vlm.llm_backbone.tokenizer
-    return [tokenizer(text, truncation=True).input_ids for text in texts]
+    return [encode_prompt(vlm.llm_backbone.tokenizer, text) for text in texts]
 
 
 def generate_ids(vlm: PrismVLM, pixel_values: Any, texts: Sequence[str], **generate_kwargs: Any) -> torch.Tensor:
@@ -95,20 +96,34 @@ def score_batch(
     """Per prompt, the probability of each candidate answer, normalised to sum to 1 over ``candidates``."""
     if not candidates:
         raise ValueError("return_string_probabilities needs at least one candidate string")
-    tokenizer = vlm.llm_backbone.tokenizer
-    candidate_ids = [tokenizer(c, add_special_tokens=False).input_ids for c in candidates]
-    empty = [c for c, ids in zip(candidates, candidate_ids, strict=True) if not ids]
+    prompt_ids = _tokenize_prompts(vlm, texts)
+    candidate_ids = [_answer_ids(vlm, text, ids, candidates) for text, ids in zip(texts, prompt_ids, strict=True)]
+    empty = sorted({c for row in candidate_ids for c, ids in zip(candidates, row, strict=True) if not ids})
     if empty:
         raise ValueError(f"candidate strings tokenize to nothing: {empty}")
-    prompt_ids = _tokenize_prompts(vlm, texts)
     device = vlm.device
     pixels, multimodal_indices = _select_rows(pixel_values, len(prompt_ids), device)
     patch_embeds = None if pixels is None else vlm.embed_images(pixels)
-    if all(len(ids) == 1 for ids in candidate_ids):
+    if all(len(ids) == 1 for row in candidate_ids for ids in row):
         log_probs = _single_token_log_probs(vlm, prompt_ids, patch_embeds, multimodal_indices, candidate_ids)
     else:
         log_probs = _teacher_forced_log_probs(vlm, prompt_ids, patch_embeds, multimodal_indices, candidate_ids)
     return torch.softmax(log_probs, dim=-1).tolist()
+
+
+def _answer_ids(vlm: PrismVLM, text: str, prompt_ids: list[int], candidates: Sequence[str]) -> list[list[int]]:
+    """Each candidate's ids as an answer after ``text``: tokenized in context, after the prompt format's gap, as
+    training tokenized answers (``▁Yes`` on SentencePiece, ``ĠYes`` on GPT-2 BPE); stand-alone where the
+    tokenizer merges across the boundary."""
+    from prism_core.prompting import answer_gap, continuation_ids
+
+    tokenizer = vlm.llm_backbone.tokenizer
+    gap = answer_gap(vlm.prompt_format) if vlm.prompt_format is not None else ""
+    out = []
+    for candidate in candidates:
+        ids = continuation_ids(tokenizer, prompt_ids, text, gap + candidate)
+        out.append(ids if ids is not None else tokenizer(candidate, add_special_tokens=False).input_ids)
+    return out
 
 
 def _single_token_log_probs(
@@ -116,14 +131,14 @@ def _single_token_log_probs(
     prompt_ids: list[list[int]],
     patch_embeds: torch.Tensor | None,
     multimodal_indices: torch.Tensor,
-    candidate_ids: list[list[int]],
+    candidate_ids: list[list[list[int]]],
 ) -> torch.Tensor:
     device = vlm.device
     logits, spliced = _right_padded_forward(vlm, prompt_ids, None, patch_embeds, multimodal_indices)
     last = _last_attended(spliced.attention_mask)
     next_logits = logits[torch.arange(len(prompt_ids), device=device), last].float()
-    ids = torch.tensor([c[0] for c in candidate_ids], device=device)
-    return torch.log_softmax(next_logits, dim=-1)[:, ids]
+    ids = torch.tensor([[c[0] for c in row] for row in candidate_ids], device=device)
+    return torch.log_softmax(next_logits, dim=-1).gather(1, ids)
 
 
 def _right_padded_forward(
@@ -153,14 +168,14 @@ def _teacher_forced_log_probs(
     prompt_ids: list[list[int]],
     patch_embeds: torch.Tensor | None,
     multimodal_indices: torch.Tensor,
-    candidate_ids: list[list[int]],
+    candidate_ids: list[list[list[int]]],
 ) -> torch.Tensor:
     """Sum of log p(candidate tokens | prompt) per (prompt, candidate), as ``[num_prompts, num_candidates]``."""
     device = vlm.device
-    num_candidates = len(candidate_ids)
+    num_candidates = len(candidate_ids[0])
     rows, labels = [], []
-    for prompt in prompt_ids:
-        for answer in candidate_ids:
+    for prompt, answers in zip(prompt_ids, candidate_ids, strict=True):
+        for answer in answers:
             rows.append(prompt + answer)
             labels.append([IGNORE_INDEX] * len(prompt) + answer)
     # Each prompt's image rows repeat once per candidate; the vision tower ran once per image.
@@ -188,16 +203,17 @@ def prompt_builder(vlm: PrismVLM, system_prompt: str | None = None) -> PromptBui
             "this model has no prompt format: install the plugin providing the LLM's default prompt format "
             f"({getattr(vlm.llm_backbone, 'default_prompt_format', '?')!r}) or set model.prompt_format in the spec"
         )
-    if system_prompt is not None:
-        prompt_format = _with_system_prompt(vlm, system_prompt)
+    if system_prompt is not None and _has_system_prompt(vlm.prompt_format_spec):
+        import attrs
+
+        spec = attrs.evolve(vlm.prompt_format_spec, system_prompt=system_prompt)
+        prompt_format = spec.build(tokenizer=vlm.llm_backbone.tokenizer)
     return PromptBuilder(prompt_format)
 
 
-def _with_system_prompt(vlm: PrismVLM, system_prompt: str) -> Any:
+def _has_system_prompt(spec: Any) -> bool:
+    """Formats without one take ``system_prompt`` and ignore it, as the original builders do (the evaluation
+    harness passes it to every model)."""
     import attrs
 
-    spec = vlm.prompt_format_spec
-    fields = {f.name for f in attrs.fields(type(spec))} if spec is not None else set()
-    if "system_prompt" not in fields:
-        raise ValueError(f"prompt format {getattr(vlm.prompt_format, 'kind', '?')!r} has no system prompt to replace")
-    return attrs.evolve(spec, system_prompt=system_prompt).build(tokenizer=vlm.llm_backbone.tokenizer)
+    return spec is not None and "system_prompt" in {f.name for f in attrs.fields(type(spec))}

@@ -103,7 +103,10 @@ class PromptFormat(Protocol):
       violation raises ``PromptFormatError`` naming the turn index. ``<image>`` markers are removed from
       messages and messages are stripped, as in the original.
     - ``prompt(turns)`` is the text to generate from after the last (human) turn: the rendered turns with the
-      leading BOS string removed (the tokenizer adds BOS) and trailing whitespace stripped.
+      leading BOS string removed (the tokenizer adds BOS) and trailing spaces stripped, so it ends where the
+      answer's first token begins (SentencePiece and BPE tokenizers carry a word's leading space in its token).
+    - Training tokenizes through the same ``prompt`` (``prism_core.prompting.tokenize_conversation``): the ids
+      before each answer are those of ``prompt(history)``, so the model is trained on what it will be given.
     - ``system_prompt`` is ``None`` for formats without one.
     """
 

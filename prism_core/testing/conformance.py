@@ -169,6 +169,19 @@ class LLMBackboneConformance(ComponentConformance):
     def test_default_prompt_format_is_known_without_building(self) -> None:
         assert self.spec.default_prompt_format
 
+    @pytest.mark.parametrize("exchanges", [1, 2, 3])
+    def test_training_tokens_match_generation_with_the_default_prompt_format(self, llm: Any, exchanges: int) -> None:
+        from prism_core.composition import default_prompt_format_spec
+        from prism_core.testing.prompt_checks import assert_training_matches_generation, sample_conversation
+
+        format_spec = default_prompt_format_spec(self.spec)
+        if format_spec is None:
+            pytest.skip(f"prompt format {self.spec.default_prompt_format!r} is not installed")
+        prompt_format = format_spec.build(tokenizer=llm.tokenizer)
+        for start in range(5):
+            turns = sample_conversation(exchanges, start=start)
+            assert_training_matches_generation(llm.tokenizer, prompt_format, turns)
+
 
 class ProjectorConformance(ComponentConformance):
     in_dim: ClassVar[int] = 12
@@ -191,7 +204,19 @@ class ProjectorConformance(ComponentConformance):
 
 
 class PromptFormatConformance(ComponentConformance):
+    """Besides the structure of ``render``/``prompt``, checks on real tokenizers (``prism_core.testing.tokenizers``)
+    that training tokenizes every conversation exactly as generation will see it. ``real_tokenizers`` names the
+    tokenizer families the format is used with (Llama-style SentencePiece by default; ``("byte-bpe",)`` for a
+    GPT-2-style BPE without BOS, as Phi-2's); ``uses_chat_template`` attaches a chat template to them."""
+
     tokenizer: ClassVar[Any] = None  # set for formats that need one (chat-template)
+    real_tokenizers: ClassVar[tuple[str, ...]] = ("sentencepiece", "sentencepiece-nonlegacy", "sentencepiece-slow")
+    uses_chat_template: ClassVar[bool] = False
+    other_system_prompt: ClassVar[str] = "Answer briefly."
+
+    def pytest_generate_tests(self, metafunc: Any) -> None:
+        if "real_tokenizer_name" in metafunc.fixturenames:
+            metafunc.parametrize("real_tokenizer_name", self.real_tokenizers)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -212,7 +237,37 @@ class PromptFormatConformance(ComponentConformance):
 
     def test_prompt_ends_ready_for_the_answer(self, prompt_format: Any) -> None:
         prompt = prompt_format.prompt([Turn("human", "What colour?")])
-        assert "What colour?" in prompt and prompt == prompt.rstrip()
+        assert "What colour?" in prompt and prompt == prompt.rstrip(" \t"), "trailing spaces belong to the answer"
+
+    def _variants(self, tokenizer: Any) -> list[Any]:
+        """The format as specified, and with another (and no) system prompt where it has one."""
+        specs = [self.spec]
+        if "system_prompt" in {f.name for f in attrs.fields(type(self.spec))}:
+            specs += [attrs.evolve(self.spec, system_prompt=self.other_system_prompt)]
+            if "None" in str(attrs.fields_dict(type(self.spec))["system_prompt"].type):
+                specs += [attrs.evolve(self.spec, system_prompt=None)]
+        return [spec.build(tokenizer=tokenizer) for spec in specs]
+
+    @pytest.mark.parametrize("exchanges", [1, 2, 3])
+    def test_training_tokens_match_the_generation_prompt(self, real_tokenizer_name: str, exchanges: int) -> None:
+        from prism_core.testing.prompt_checks import assert_training_matches_generation, sample_conversation
+        from prism_core.testing.tokenizers import real_tokenizer
+
+        tokenizer = real_tokenizer(real_tokenizer_name, chat_template=self.uses_chat_template)
+        for prompt_format in self._variants(tokenizer):
+            for start in range(5):
+                turns = sample_conversation(exchanges, start=start)
+                assert_training_matches_generation(tokenizer, prompt_format, turns)
+
+    def test_get_potential_prompt_is_the_prompt_after_one_more_human_turn(self, prompt_format: Any) -> None:
+        from prism_core.prompting import PromptBuilder
+
+        builder = PromptBuilder(prompt_format)
+        builder.add_turn("human", "What colour?")
+        builder.add_turn("gpt", "red")
+        expected = prompt_format.prompt([*builder.turns, Turn("human", "And the shape?")])
+        assert builder.get_potential_prompt("And the shape?") == expected
+        assert len(builder.turns) == 2
 
     def test_roles_must_alternate_and_the_error_names_the_turn(self, prompt_format: Any) -> None:
         with pytest.raises(ValueError, match="1"):

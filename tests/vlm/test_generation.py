@@ -38,13 +38,14 @@ def test_generate_batch_keeps_the_original_signature(vlm) -> None:
 
 def test_rows_stop_at_their_own_eos(vlm) -> None:
     free = generation.generate_ids(vlm, None, PROMPTS[:2], max_new_tokens=6, do_sample=False)
-    stop_token = int(free[0, 2])  # make row 0's third token the end of sequence
-    assert stop_token not in free[1].tolist()[:6]
+    # Make a token of row 0 that row 1 never produces (and row 0 not before it) the end of sequence.
+    at, stop_token = next((i, t) for i, t in enumerate(free[0].tolist()[:5])
+                          if i > 0 and t not in free[1].tolist() and t not in free[0].tolist()[:i])
     stopped = generation.generate_ids(vlm, None, PROMPTS[:2], max_new_tokens=6, do_sample=False,
                                       eos_token_id=stop_token)
     pad = vlm.tokenizer.pad_token_id
-    assert stopped[0, :3].tolist() == free[0, :3].tolist()
-    assert (stopped[0, 3:] == pad).all()
+    assert stopped[0, :at + 1].tolist() == free[0, :at + 1].tolist()
+    assert (stopped[0, at + 1:] == pad).all()
     assert stopped[1].tolist() == free[1].tolist()  # the other row runs on
 
 
@@ -66,9 +67,11 @@ def test_fused_backbone_generates_in_batch(fused_vlm) -> None:
 
 
 def _joint_probability(vlm, img, prompt: str, answer: str) -> float:
-    """log p(answer | image, prompt) from a plain forward pass, for checking the scorer."""
+    """log p(answer | image, prompt) from a plain forward pass, for checking the scorer. The answer's ids are
+    those it has after the prompt and the format's gap (" " for ``pure``), as training tokenizes answers."""
     tok = vlm.tokenizer
-    prompt_ids, answer_ids = tok(prompt).input_ids, tok(answer, add_special_tokens=False).input_ids
+    prompt_ids = tok(prompt).input_ids
+    answer_ids = tok(f"{prompt} {answer}").input_ids[len(prompt_ids):]
     ids = torch.tensor([prompt_ids + answer_ids])
     pixels = vlm.image_transform(img)[None]
     with torch.no_grad():
@@ -87,16 +90,29 @@ def test_scores_are_normalised_joint_probabilities_of_multi_token_candidates(vlm
 
 
 def test_single_token_scoring_matches_teacher_forcing(vlm) -> None:
+    # The fast path (one forward pass, next-token probabilities) against teacher forcing, for the same ids.
     pixels = torch.stack([vlm.image_transform(image(i)) for i in range(2)])
-    prompts = PROMPTS[:2]
-    fast = vlm.generate_batch(pixels, prompts, return_string_probabilities=["A", "B", "C"])
-    ids = [[vlm.tokenizer(c, add_special_tokens=False).input_ids[0]] for c in "ABC"]
-    prompt_ids = [vlm.tokenizer(p).input_ids for p in prompts]
+    prompt_ids = [vlm.tokenizer(p).input_ids for p in PROMPTS[:2]]
+    ids = [[vlm.tokenizer(c, add_special_tokens=False).input_ids for c in "ABC"]] * 2
     with torch.no_grad():
         patches = vlm.embed_images(pixels)
-        slow = torch.softmax(generation._teacher_forced_log_probs(vlm, prompt_ids, patches, torch.arange(2), ids), -1)
-    torch.testing.assert_close(torch.tensor(fast), slow, rtol=1e-4, atol=1e-5)
-    assert len(fast) == 2 and fast[0] != fast[1]
+        fast = generation._single_token_log_probs(vlm, prompt_ids, patches, torch.arange(2), ids)
+        slow = generation._teacher_forced_log_probs(vlm, prompt_ids, patches, torch.arange(2), ids)
+    torch.testing.assert_close(torch.softmax(fast, -1), torch.softmax(slow, -1), rtol=1e-4, atol=1e-5)
+    assert not torch.equal(fast[0], fast[1])
+
+
+def test_candidates_are_scored_as_training_tokenizes_answers(vlm) -> None:
+    # pure's prompt ends at "Out:" and training writes " A" after it: with this byte-level tokenizer that is two
+    # tokens, and the scorer must use them (the stand-alone "A" would be a token training never puts there).
+    from prism_core.prompting import tokenize_conversation
+    from prism_core.types import Turn
+
+    ids, labels = tokenize_conversation(vlm.tokenizer, vlm.prompt_format, [Turn("human", "hi"), Turn("gpt", "A")])
+    answer = [i for i, label in zip(ids, labels, strict=True) if label != -100][:-1]  # without </s>
+    prompt_ids = vlm.tokenizer(PROMPTS[1]).input_ids
+    assert generation._answer_ids(vlm, PROMPTS[1], prompt_ids, ["A"]) == [answer]
+    assert len(answer) == 2
 
 
 def test_mismatched_pixels_and_prompts_are_reported(vlm) -> None:

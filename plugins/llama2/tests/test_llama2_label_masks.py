@@ -1,4 +1,6 @@
-"""tokenize_conversation with the tiny tokenizer: exactly the assistant answers and their </s> are supervised."""
+"""tokenize_conversation with the tiny tokenizer: exactly the assistant answers and their </s> are supervised, and
+the ids before each answer are the generation prompt's (the real-tokenizer versions of these checks run in the
+prompt-format conformance suite)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from prism_plugin_llama2 import load_tiny_tokenizer
 
 from prism_core.prompting import tokenize_conversation
 from prism_core.spec import PromptFormatSpec, structure_component
+from prism_core.testing.prompt_checks import assert_training_matches_generation
 from prism_core.types import IGNORE_INDEX, Turn
 
 TURNS = [
@@ -56,18 +59,15 @@ def test_only_answers_and_their_eos_are_supervised(tok: Any, kind: str, answers:
     assert len(found) == 2, found
     for (start, end), answer in zip(found, answers, strict=True):
         assert labels[start:end] == ids[start:end]
-        assert tok.decode(ids[start:end]) == answer
+        assert tok.decode(ids[start:end]).strip() == answer  # the answer's word token carries its space
         assert ids[end - 1] == tok.eos_token_id
-    # Everything else is the human side of the conversation, rendered exactly.
-    segments = fmt.render(TURNS)
-    human = [tok(s.text, add_special_tokens=i == 0).input_ids for i, s in enumerate(segments) if not s.supervised]
-    assert [t for t, label in zip(ids, labels, strict=True) if label == IGNORE_INDEX] == human[0] + human[1]
+    assert_training_matches_generation(tok, fmt, TURNS)
 
 
 def test_answer_tokens_are_the_ones_generation_produces(tok: Any) -> None:
-    """Training ids end with the stripped prompt's ids, so the model learns to answer right after "Out:"."""
+    """Training ids end with the stripped prompt's ids, then the answer as the tokenizer writes it after "Out:"."""
     fmt = structure_component({"kind": "pure"}, PromptFormatSpec).build()
     ids, labels = tokenize_conversation(tok, fmt, TURNS[:2])
     prompt_ids = tok(fmt.prompt(TURNS[:1])).input_ids
     assert ids[: len(prompt_ids)] == prompt_ids
-    assert labels[len(prompt_ids)] == tok(" yellow".strip(), add_special_tokens=False).input_ids[0]
+    assert labels[len(prompt_ids)] == tok(" yellow", add_special_tokens=False).input_ids[0]

@@ -60,6 +60,7 @@ class TemplateFormat:
     system_prompt: str | None = None
     bos: str = "<s>"
     strip_bos: bool = True  # prompt() drops a leading BOS string because the tokenizer adds BOS
+    potential_first_human: str | None = None  # what the original's get_potential_prompt uses on the first turn
 
     def _turn_text(self, index: int, turn: Turn) -> str:
         message = clean_message(turn.message)
@@ -76,7 +77,20 @@ class TemplateFormat:
         return [Segment(self._turn_text(i, turn), supervised=turn.role == ASSISTANT) for i, turn in enumerate(turns)]
 
     def prompt(self, turns: Sequence[Turn]) -> str:
-        text = "".join(segment.text for segment in self.render(turns))
+        return self._finish("".join(segment.text for segment in self.render(turns)))
+
+    def potential_prompt(self, turns: Sequence[Turn], message: str) -> str:
+        """The original builder's ``get_potential_prompt(message)`` after ``turns``: the message goes in as given
+        (no ``<image>`` removal, no strip), as the original's does."""
+        check_roles([*turns, Turn(HUMAN, message)])
+        if turns:
+            template = self.later_human or self.human
+        else:
+            template = self.potential_first_human or self.first_human or self.human
+        history = "".join(segment.text for segment in self.render(turns))
+        return self._finish(history + fill(template, message=message, system=(self.system_prompt or "").strip()))
+
+    def _finish(self, text: str) -> str:
         if self.strip_bos:
             text = text.removeprefix(self.bos)
         return text.rstrip()
@@ -135,6 +149,7 @@ def phi2() -> TemplateFormat:
         gpt="{message}\n<|endoftext|>",
         bos="<|endoftext|>",
         strip_bos=False,
+        potential_first_human="Input: {message}\nOutput: ",  # the original's get_potential_prompt adds no BOS text
     )
 
 
@@ -193,4 +208,6 @@ class ChatTemplateFormat:
         return segments
 
     def prompt(self, turns: Sequence[Turn]) -> str:
-        return "".join(segment.text for segment in self.render(turns)).rstrip()
+        # Trailing spaces go (the answer's first token carries its leading space, ``▁x`` / ``Ġx``); a newline
+        # that ends the template's generation prompt stays, as the template wrote it.
+        return "".join(segment.text for segment in self.render(turns)).rstrip(" \t")

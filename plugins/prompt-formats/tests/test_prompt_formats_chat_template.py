@@ -43,13 +43,14 @@ def test_segments_are_the_template_text_turn_by_turn(tokenizer: Any, n_turns: in
     # The tokenizer adds BOS, so the template's own "<s>" is dropped (no double BOS).
     expected = [Segment(USER1, False), Segment(ANSWER1, True), Segment(USER2, False)][:n_turns]
     assert fmt.render(TURNS[:n_turns]) == expected
-    assert fmt.prompt(TURNS[:n_turns]) == "".join(s.text for s in expected).rstrip()
+    # The generation prompt ends as the template writes it ("assistant\n"): only trailing spaces are stripped.
+    assert fmt.prompt(TURNS[:n_turns]) == "".join(s.text for s in expected).rstrip(" ")
 
 
 def test_system_prompt_becomes_a_system_message(tokenizer: Any) -> None:
     fmt = ChatTemplatePromptSpec(system_prompt="Be brief.").build(tokenizer=tokenizer)
     assert fmt.system_prompt == "Be brief."
-    assert fmt.prompt(TURNS[:1]) == "<|im_start|>system\nBe brief.<|im_end|>\n" + USER1.rstrip()
+    assert fmt.prompt(TURNS[:1]) == "<|im_start|>system\nBe brief.<|im_end|>\n" + USER1
 
 
 def test_bos_text_is_kept_when_the_tokenizer_adds_none(tmp_path: Path) -> None:

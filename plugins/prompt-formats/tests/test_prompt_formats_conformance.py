@@ -41,8 +41,11 @@ class TestMistralInstructConformance(PromptFormatConformance):
 
 class TestPhi2Conformance(PromptFormatConformance):
     spec = Phi2PromptSpec.from_preset("phi-2")
+    real_tokenizers = ("byte-bpe",)  # a GPT-2-style BPE that adds no BOS, as Phi-2's CodeGen tokenizer
 
 
 class TestChatTemplateConformance(PromptFormatConformance):
     spec = ChatTemplatePromptSpec.from_preset("chat-template", system_prompt="Be brief.")
     tokenizer = chatml_tokenizer(Path(mkdtemp(prefix="prism-chatml-")))
+    real_tokenizers = ("sentencepiece", "sentencepiece-nonlegacy", "sentencepiece-slow", "byte-bpe")
+    uses_chat_template = True  # Llama-2's template on the SentencePiece tokenizers, ChatML on the BPE

@@ -102,11 +102,40 @@ def test_prompt_builder_returns_exactly_the_added_text(name: str) -> None:
     spec, texts, prompts = GOLDEN[name]
     builder = PromptBuilder(spec.build())
     assert builder.get_prompt() == ""
-    assert builder.get_potential_prompt(TURNS[0].message) == prompts[0]
-    assert builder.get_prompt() == "", "get_potential_prompt must not change the builder"
     for turn, text, prompt in zip(TURNS, texts, prompts, strict=True):
         assert builder.add_turn(turn.role, turn.message) == text
         assert builder.get_prompt() == prompt
+
+
+# The original builders' get_potential_prompt(message): the message goes in as given (no <image> removal, no strip),
+# and Phi's first turn gets no <|endoftext|> (only add_turn writes it). (first turn, after TURNS[:2])
+R1, R2 = TURNS[0].message, TURNS[2].message
+POTENTIAL = {
+    "pure": (f"In: {R1}\nOut:", f"In: {Q1}\nOut: red</s>In: {R2}\nOut:"),
+    "vicuna-v1.5": (f"{VSYS} USER: {R1} ASSISTANT:", f"{VSYS} USER: {Q1} ASSISTANT: red</s>USER: {R2} ASSISTANT:"),
+    "vicuna-v1.5/custom-system": (f"Be brief. USER: {R1} ASSISTANT:",
+                                  f"Be brief. USER: {Q1} ASSISTANT: red</s>USER: {R2} ASSISTANT:"),
+    "llama2-chat": (f"[INST] <<SYS>\n{LSYS}\n<</SYS>>\n\n{R1} [/INST]",
+                    f"[INST] <<SYS>\n{LSYS}\n<</SYS>>\n\n{Q1} [/INST] red</s>[INST] {R2} [/INST]"),
+    "llama2-chat/custom-system": (f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{R1} [/INST]",
+                                  f"[INST] <<SYS>\nBe brief.\n<</SYS>>\n\n{Q1} [/INST] red</s>[INST] {R2} [/INST]"),
+    "llama2-chat-fixed": (f"[INST] <<SYS>>\n{LSYS}\n<</SYS>>\n\n{R1} [/INST]",
+                          f"[INST] <<SYS>>\n{LSYS}\n<</SYS>>\n\n{Q1} [/INST] red </s><s>[INST] {R2} [/INST]"),
+    "llama2-chat-fixed/no-system": (f"[INST] {R1} [/INST]", f"[INST] {Q1} [/INST] red </s><s>[INST] {R2} [/INST]"),
+    "mistral-instruct": (f"[INST] {R1} [/INST]", f"[INST] {Q1} [/INST] red</s>[INST] {R2} [/INST]"),
+    "phi-2": (f"Input: {R1}\nOutput:", f"<|endoftext|>Input: {Q1}\nOutput: red\n<|endoftext|>Input: {R2}\nOutput:"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_get_potential_prompt_returns_what_the_original_returns(name: str) -> None:
+    first, after_two = POTENTIAL[name]
+    builder = PromptBuilder(GOLDEN[name][0].build())
+    assert builder.get_potential_prompt(R1) == first
+    assert builder.get_prompt() == "" and builder.turns == [], "get_potential_prompt must not change the builder"
+    builder.add_turn("human", TURNS[0].message)
+    builder.add_turn("gpt", TURNS[1].message)
+    assert builder.get_potential_prompt(R2) == after_two
 
 
 def test_system_prompt_attribute() -> None:
