@@ -27,11 +27,8 @@ TINY = {"llm": {"kind": "fake-llama", "hidden_size": 64, "num_layers": 2, "num_h
         "vision": {"kind": "fake-vit"}, "projector": {"kind": "fake-mlp"}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tiny", action="store_true", help="small model on CPU, to check the script")
-    parser.add_argument("--steps", type=int, default=None)
-    args = parser.parse_args()
+def measure(tiny: bool, steps: int | None = None) -> dict:
+    """Train the composition for a few steps; MFU, tokens/s and peak memory of the median step after warm-up."""
     sys.path.insert(0, str(REPO))
     import torch
 
@@ -41,19 +38,20 @@ def main() -> None:
     from prism_core.train.trackers import read_metrics
     from tests.train.toy_run import registry, spec_toml
 
-    if not args.tiny and not torch.cuda.is_available():
+    if not tiny and not torch.cuda.is_available():
         sys.exit("mfu_gpu.py needs CUDA (use --tiny to check it on CPU)")
-    steps = args.steps or (4 if args.tiny else 30)
-    train_table = {"max_steps": steps, "global_batch_size": 8 if args.tiny else 16,
-                   "per_device_batch_size": 4 if args.tiny else 16, "precision": "bf16",
-                   "max_length": 512 if args.tiny else 2048, "save_every": None, "learning_rate": 2e-5,
-                   "strategy": {"kind": "single", "device": "cpu" if args.tiny else "cuda"}}
-    if args.tiny:
+    steps = steps or (4 if tiny else 30)
+    train_table = {"max_steps": steps, "global_batch_size": 8 if tiny else 16,
+                   "per_device_batch_size": 4 if tiny else 16, "precision": "bf16",
+                   "max_length": 512 if tiny else 2048, "save_every": None, "learning_rate": 2e-5,
+                   "strategy": {"kind": "single", "device": "cpu" if tiny else "cuda"}}
+    if tiny:
         train_table["peak_tflops"] = 0.05
-    data = {"kind": "train-toy", "num_examples": 64 if args.tiny else 512, "answer_words": 40 if args.tiny else 300}
+    data = {"kind": "train-toy", "num_examples": 64 if tiny else 512, "answer_words": 40 if tiny else 300}
+    if not tiny:
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp, use_registry(registry()):
-        spec = loads_spec(spec_toml(tmp, run_name="mfu", model=TINY if args.tiny else FULL, data=data,
-                                    **train_table))
+        spec = loads_spec(spec_toml(tmp, run_name="mfu", model=TINY if tiny else FULL, data=data, **train_table))
         n_params = {}
 
         def parts(s):
@@ -66,14 +64,30 @@ def main() -> None:
         train(spec, parts_factory=parts)
         wall = time.perf_counter() - started
         records = read_metrics(Path(tmp) / "mfu")[2:] or read_metrics(Path(tmp) / "mfu")
-    device = "cpu" if args.tiny else torch.cuda.get_device_name()
-    mfu = statistics.median(r["mfu"] for r in records)
-    tokens = statistics.median(r["tokens_per_s"] for r in records)
-    print(f"{n_params['n'] / 1e9:.2f}B parameters on {device}, {steps} steps in {wall:.0f} s")
-    print(f"  median tokens/s : {tokens:,.0f}")
-    print(f"  median MFU      : {100 * mfu:.1f}%")
-    if not args.tiny and torch.cuda.is_available():
-        print(f"  peak memory     : {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    return {
+        "device": "cpu" if tiny else torch.cuda.get_device_name(),
+        "parameters": n_params["n"], "steps": steps, "wall_s": wall,
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records),
+        "mfu": statistics.median(r["mfu"] for r in records),
+        "peak_memory_gib": None if tiny else torch.cuda.max_memory_allocated() / 2**30,
+    }
+
+
+def report(result: dict) -> None:
+    print(f"{result['parameters'] / 1e9:.2f}B parameters on {result['device']}, {result['steps']} steps in "
+          f"{result['wall_s']:.0f} s")
+    print(f"  median tokens/s : {result['tokens_per_s']:,.0f}")
+    print(f"  median MFU      : {100 * result['mfu']:.1f}%")
+    if result["peak_memory_gib"] is not None:
+        print(f"  peak memory     : {result['peak_memory_gib']:.1f} GiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="small model on CPU, to check the script")
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args()
+    report(measure(args.tiny, args.steps))
 
 
 if __name__ == "__main__":
