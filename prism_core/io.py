@@ -6,6 +6,13 @@ A saved model is a directory:
 - ``model.safetensors``: every weight (never a pickle);
 - ``prism.json``: format version, weight dtype, and the distributions and versions that provided each component.
 
+A model carrying an adapter (``[train.adapter]``, ``prism_core.adapters``) is saved as what trained and a
+reference to its base: ``model.toml`` is the base's spec (``init_from`` kept, as an absolute path: the base's
+weights come from there, the pretrained files and the seeds, as in training), ``adapter.toml`` the adapter's
+spec, ``trained.safetensors`` the fully trained parameters (the projector), and the adapter's own files in its
+kind's layout (peft's for the LLM: ``adapter_model.safetensors`` + ``adapter_config.json``); ``prism.json``
+says which (``format_version`` 2). ``load`` rebuilds the base, injects the adapter and assigns what trained.
+
 Writes go to a temporary sibling directory that is renamed into place, so a crash never leaves a half-written
 model under the final name. ``load`` also accepts anything a plugin's model loader understands (entry-point group
 ``prism.model_loaders``: ``name = "module:function"``, called as ``function(path_or_id, hf_token=, cache_dir=)`` and
@@ -18,6 +25,7 @@ import json
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +41,11 @@ if TYPE_CHECKING:
 SPEC_FILE = "model.toml"
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "prism.json"
+ADAPTER_SPEC_FILE = "adapter.toml"
+TRAINED_FILE = "trained.safetensors"
 FORMAT = "prism-model"
 FORMAT_VERSION = 1
+ADAPTER_FORMAT_VERSION = 2  # a base reference + an adapter: older prism-core versions say to upgrade
 LOADERS_GROUP = "prism.model_loaders"
 
 
@@ -79,20 +90,64 @@ def save(vlm: PrismVLM, path: str | Path, *, overwrite: bool = True) -> Path:
     if vlm.spec is None:
         raise ValueError("this PrismVLM has no spec (it was not built by prism_core.build/compose), so it cannot be "
                          "saved in a form that rebuilds it")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if getattr(vlm, "adapter", None) is not None:
+        from prism_core.adapters import adapter_keys
+
+        return save_adapted(vlm.spec, vlm.adapter, vlm.state_dict(), adapter_keys(vlm), path, overwrite=overwrite)
     spec = attrs.evolve(vlm.spec, init_from=None)  # the saved weights already include the warm start
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+
+    def write(tmp: Path) -> None:
         (tmp / SPEC_FILE).write_text(dumps_spec(spec), encoding="utf-8")
         save_model(vlm, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "prism_format": FORMAT},
                    force_contiguous=True)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": _weights_dtype(vlm),
                     "components": component_versions(spec)}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    return _write_atomically(Path(path), write, overwrite)
+
+
+def save_adapted(spec: ModelSpec, adapter: Any, state: Mapping[str, torch.Tensor], adapter_keys: Iterable[str],
+                 path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write an adapted model from what trained (``state``: its state dict, adapter and fully trained
+    parameters; ``adapter_keys`` says which are the adapter's) and its base's ``spec``, atomically."""
+    from safetensors.torch import save_file
+
+    from prism_core.registry import get_registry
+    from prism_core.spec import to_dict
+
+    own = set(adapter_keys)
+    base = spec if spec.init_from is None else attrs.evolve(spec, init_from=str(Path(spec.init_from).resolve()))
+    info = next((i for i in get_registry().kinds(adapter.spec.role) if i.kind == adapter.spec.kind), None)
+
+    def write(tmp: Path) -> None:
+        import tomli_w
+
+        (tmp / SPEC_FILE).write_text(dumps_spec(base), encoding="utf-8")
+        (tmp / ADAPTER_SPEC_FILE).write_text(tomli_w.dumps(to_dict(adapter.spec)), encoding="utf-8")
+        trained = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in own}
+        if trained:
+            save_file(trained, str(tmp / TRAINED_FILE), metadata={"format": "pt", "prism_format": FORMAT})
+        notes = adapter.write({k: v for k, v in state.items() if k in own}, tmp)
+        manifest = {"format": FORMAT, "format_version": ADAPTER_FORMAT_VERSION, "dtype": None,
+                    "components": component_versions(base),
+                    "adapter": {"kind": adapter.spec.kind, "distribution": info.distribution if info else "?",
+                                "version": info.version if info else "?", "notes": notes,
+                                "trained": sorted(trained)}}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    return _write_atomically(Path(path), write, overwrite)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
+    """``write`` into a temporary sibling directory, then rename it into place (replacing ``path``)."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        write(tmp)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -107,23 +162,50 @@ def save(vlm: PrismVLM, path: str | Path, *, overwrite: bool = True) -> Path:
 
 
 # -- loading ------------------------------------------------------------------------------------------------------
-def load_weights(vlm: torch.nn.Module, path: str | Path) -> None:
-    """Load a saved model's weights into an already built ``vlm`` (every key must match)."""
-    from safetensors.torch import load_model
-
+def _weights_file(path: str | Path) -> Path:
     file = Path(path) / WEIGHTS_FILE if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no weights file at {file}")
+    return file
+
+
+def read_weights(model: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """A saved model's weights, memory-mapped (nothing is read until used), checked against ``model``'s keys."""
+    from safetensors.torch import load_file
+
+    from prism_core.materialize import check_state_keys
+
+    if Path(path, ADAPTER_SPEC_FILE).is_file():
+        raise ModelFormatError(f"{path} holds an adapter and a reference to its base, not a model's weights: "
+                               f"merge it first (prism export merged {path} OUT) and start from OUT")
+    file = _weights_file(path)
     try:
-        missing, unexpected = load_model(vlm, str(file), strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ModelFormatError(f"{file}: weights do not fit the model built from the spec: {exc}") from None
-    if missing or unexpected:
-        raise ModelFormatError(
-            f"{file}: weights do not match the model built from the spec: "
-            f"missing {sorted(missing)[:8]}{' …' if len(missing) > 8 else ''}, "
-            f"unexpected {sorted(unexpected)[:8]}{' …' if len(unexpected) > 8 else ''}"
-        )
+        state = load_file(str(file))
+    except Exception as exc:  # safetensors raises several types for a corrupt or truncated file
+        raise ModelFormatError(f"{file}: not a readable safetensors file ({exc})") from None
+    mismatch = check_state_keys(model, state)
+    if mismatch is not None and getattr(model, "adapter", None) is not None:
+        from prism_core.adapters import adapter_keys
+        from prism_core.materialize import StateMismatchError
+
+        missing = [k for k in mismatch.missing if k not in adapter_keys(model)]  # the base has no adapter
+        mismatch = StateMismatchError(missing, mismatch.unexpected) if missing or mismatch.unexpected else None
+    if mismatch is not None:
+        raise ModelFormatError(f"{file}: weights do not match the model built from the spec: {mismatch}")
+    return state
+
+
+def load_weights(vlm: torch.nn.Module, path: str | Path) -> None:
+    """Load a saved model's weights into ``vlm`` (every key must match): assigned to tensors still on the meta
+    device, copied into real ones."""
+    from prism_core.materialize import StateMismatchError, materialize
+
+    state = read_weights(vlm, path)
+    try:
+        materialize(vlm, state=state, strict=True)
+    except StateMismatchError as exc:  # shapes
+        raise ModelFormatError(f"{_weights_file(path)}: weights do not fit the model built from the spec: "
+                               f"{exc}") from None
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -136,7 +218,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ModelFormatError(f"{file}: invalid JSON: {exc}") from None
     if manifest.get("format") != FORMAT:
         raise ModelFormatError(f"{file}: not a prism model (format {manifest.get('format')!r})")
-    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+    if int(manifest.get("format_version", 0)) > ADAPTER_FORMAT_VERSION:
         raise ModelFormatError(f"{file}: written by a newer prism-core (format_version "
                                f"{manifest['format_version']} > {FORMAT_VERSION}): upgrade prism-core")
     return manifest
@@ -155,7 +237,8 @@ def _warn_on_version_drift(path: Path, manifest: dict[str, Any], spec: ModelSpec
 
 
 def load_dir(path: str | Path) -> PrismVLM:
-    """Rebuild a model saved by ``save``: spec → components → weights (eval mode, no gradients)."""
+    """Rebuild a model saved by ``save``: spec → components on the meta device → the saved weights assigned
+    (memory-mapped: no random initialisation, no second copy). Eval mode, no gradients."""
     import torch
 
     from prism_core.composition import build
@@ -167,11 +250,49 @@ def load_dir(path: str | Path) -> PrismVLM:
     manifest = read_manifest(path)
     spec = loads_spec(spec_file.read_text(encoding="utf-8"), cls=ModelSpec, source=str(spec_file))
     _warn_on_version_drift(path, manifest, spec)
-    vlm = build(spec, load_init_weights=False)
+    if (path / ADAPTER_SPEC_FILE).is_file():
+        return _load_adapted(path, manifest, spec)
+    vlm = build(spec, load_init_weights=False, device="meta")
     dtype = manifest.get("dtype")
     if dtype:
-        vlm.to(dtype=getattr(torch, dtype))
+        vlm.to(dtype=getattr(torch, dtype))  # free on meta; the saved tensors then need no cast
     load_weights(vlm, path)
+    vlm.eval()
+    vlm.requires_grad_(False)
+    return vlm
+
+
+def _load_adapted(path: Path, manifest: dict[str, Any], spec: ModelSpec) -> PrismVLM:
+    """The base rebuilt as in training (its ``init_from``, pretrained files and seeds), the adapter injected, and
+    what trained assigned; every trained tensor must be there."""
+    from safetensors.torch import load_file
+
+    from prism_core.adapters import adapt, load_adapter_spec, trained_keys
+    from prism_core.composition import build
+    from prism_core.materialize import StateMismatchError, materialize
+
+    adapter_file = path / ADAPTER_SPEC_FILE
+    adapter_spec = load_adapter_spec(adapter_file.read_text(encoding="utf-8"), str(adapter_file))
+    if spec.init_from is not None and not Path(spec.init_from).exists():
+        raise ModelFormatError(f"{path / SPEC_FILE}: the base model this adapter was trained on, "
+                               f"{spec.init_from}, is missing (model.init_from)")
+    vlm = build(spec, device="meta")
+    adapter = adapt(vlm, adapter_spec, path="", source=str(adapter_file))
+    notes = manifest.get("adapter", {}).get("notes", {})
+    try:
+        state = adapter.read(path, notes)
+        if (path / TRAINED_FILE).is_file():
+            state.update(load_file(str(path / TRAINED_FILE)))
+    except Exception as exc:  # a missing, truncated or foreign file
+        raise ModelFormatError(f"{path}: the adapter's weights cannot be read ({exc})") from None
+    expected = trained_keys(vlm)
+    mismatch = StateMismatchError(expected - set(state), set(state) - expected)
+    if mismatch.missing or mismatch.unexpected:
+        raise ModelFormatError(f"{path}: the saved adapter does not fit the model its specs build: {mismatch}")
+    try:
+        materialize(vlm, state=state)
+    except StateMismatchError as exc:
+        raise ModelFormatError(f"{path}: the saved adapter does not fit the model its specs build: {exc}") from None
     vlm.eval()
     vlm.requires_grad_(False)
     return vlm

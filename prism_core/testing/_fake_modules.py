@@ -1,4 +1,8 @@
-"""Torch modules behind ``prism_core.testing.fakes`` (imported only when a fake spec is built)."""
+"""Torch modules behind ``prism_core.testing.fakes`` (imported only when a fake spec is built).
+
+Built eagerly by their specs, they also define the materialisation hook ``init_module`` (``prism_core.materialize``),
+so ``prism_core.build`` constructs them on the meta device like first-party components.
+"""
 
 from __future__ import annotations
 
@@ -74,6 +78,21 @@ class _TrainableMixin(nn.Module):
         self.requires_grad_(trainable)
         self.train(trainable)
 
+    def init_module(self, module: nn.Module, name: str) -> None:
+        """Materialisation hook (``prism_core.materialize``): torch's own initialisation of each layer."""
+        init_torch_module(module)
+
+
+def init_torch_module(module: nn.Module) -> None:
+    """torch's default initialisation of ``module``'s own tensors; a tower's position embedding ~ N(0, 0.02)."""
+    if isinstance(module, nn.MultiheadAttention):  # its out_proj is a child with its own reset
+        nn.init.xavier_uniform_(module.in_proj_weight)
+        nn.init.zeros_(module.in_proj_bias)
+    elif isinstance(module, _Tower):
+        nn.init.normal_(module.pos_embed, std=0.02)
+    else:
+        module.reset_parameters()
+
 
 class FakeVisionBackbone(_TrainableMixin):
     shard_block_classes = (FakeBlock,)
@@ -109,12 +128,16 @@ class FakeMLPProjector(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, seed: int) -> None:
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
+        self.init_seed = seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.projector = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.projector(features)
+
+    def init_module(self, module: nn.Module, name: str) -> None:
+        init_torch_module(module)
 
 
 @lru_cache(maxsize=4)
@@ -177,6 +200,9 @@ class FakeLLMBackbone(_TrainableMixin):
         self.llm.generation_config.eos_token_id = tokenizer.eos_token_id
         self.embed_dim = hidden_size
         self.decoder_layer_classes = (LlamaDecoderLayer,)
+
+    def init_module(self, module: nn.Module, name: str) -> None:
+        self.llm._init_weights(module)  # Hugging Face's own, rotary frequencies included
 
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(input_ids)

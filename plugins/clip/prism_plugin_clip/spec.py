@@ -29,7 +29,7 @@ class ClipSpec(TimmViTSpecBase):
     }
 
     timm_name: str = spec_field("vit_large_patch14_clip_336.openai", help="timm model name with its pretrained tag")
-    image_size: int = spec_field(336, help="square input size in pixels")
-    patch_size: int = spec_field(14, help="patch size in pixels")
+    image_size: int = spec_field(336, at_least=1, help="square input size in pixels")
+    patch_size: int = spec_field(14, at_least=1, help="patch size in pixels")
     act_layer: str | None = spec_field(
         "quick_gelu", help="MLP activation; OpenAI CLIP was trained with quick_gelu, which timm does not default to")

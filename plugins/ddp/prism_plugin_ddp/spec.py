@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
@@ -21,14 +20,10 @@ class DDPSpec(TrainStrategySpec):
     presets: ClassVar[dict[str, dict]] = {"ddp": {}, "ddp-gloo": {"backend": "gloo"}}
 
     backend: Literal["auto", "nccl", "gloo"] = spec_field("auto", help="auto: nccl with CUDA, else gloo")
-    bucket_cap_mb: int = spec_field(25, help="gradient all-reduce bucket size")
+    bucket_cap_mb: int = spec_field(25, at_least=1, help="gradient all-reduce bucket size")
     find_unused_parameters: bool = spec_field(
         False, help="only for models whose graph skips parameters (prism models keep every branch in the graph)"
     )
-
-    def problems(self) -> Iterator[tuple[str, str]]:
-        if self.bucket_cap_mb < 1:
-            yield "bucket_cap_mb", f"must be >= 1, got {self.bucket_cap_mb}"
 
     def build(self) -> DDPStrategy:
         from prism_plugin_ddp.strategy import DDPStrategy

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from prism_core.materialize import materialize
 from prism_core.train import distributed
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
 class DDPStrategy:
     sharded = False
+    accepts_meta = True  # wrap() materialises a meta-device model on this rank's device
 
     def __init__(self, spec: DDPSpec) -> None:
         self.spec = spec
@@ -35,7 +37,7 @@ class DDPStrategy:
         if hasattr(model, "keep_all_branches_in_graph"):
             # A text-only micro-batch on one rank must still touch the projector, or DDP's reducer waits forever.
             model.keep_all_branches_in_graph = True
-        model = model.to(self.device)
+        model = materialize(model, device=self.device).to(self.device)  # every rank holds the whole model
         return DistributedDataParallel(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,

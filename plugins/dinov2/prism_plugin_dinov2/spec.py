@@ -27,5 +27,5 @@ class Dinov2Spec(TimmViTSpecBase):
     }
 
     timm_name: str = spec_field("vit_large_patch14_reg4_dinov2.lvd142m", help="timm model name with its pretrained tag")
-    image_size: int = spec_field(224, help="square input size in pixels")
-    patch_size: int = spec_field(14, help="patch size in pixels")
+    image_size: int = spec_field(224, at_least=1, help="square input size in pixels")
+    patch_size: int = spec_field(14, at_least=1, help="patch size in pixels")

@@ -1,4 +1,9 @@
-"""FSDP2: ``fully_shard`` each vision block and decoder layer, then the whole model as the root unit."""
+"""FSDP2: ``fully_shard`` each vision block and decoder layer, then the whole model as the root unit.
+
+A model built on the meta device (``prism_core.build(spec, device="meta")``) is sharded first and materialised
+after (``prism_core.materialize``): each rank allocates, initialises or reads from the weight files only its own
+shards, so no rank ever holds the full model.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from prism_core.materialize import materialize
 from prism_core.train import distributed
 
 if TYPE_CHECKING:
@@ -44,6 +50,7 @@ def shard_units(model: torch.nn.Module, classes: tuple[type, ...]) -> list[torch
 
 class FSDPStrategy:
     sharded = True
+    accepts_meta = True  # wrap() materialises meta tensors itself, after sharding
 
     def __init__(self, spec: FSDPSpec) -> None:
         self.spec = spec
@@ -81,14 +88,14 @@ class FSDPStrategy:
         if hasattr(model, "keep_all_branches_in_graph"):
             # Every rank must run every shard unit's all-gather, even for a text-only micro-batch.
             model.keep_all_branches_in_graph = True
-        model = model.to(self.device)
         options = {"mesh": self.mesh(), "mp_policy": self.mixed_precision(),
                    "reshard_after_forward": self.spec.sharding != "shard-grad-op"}
         classes = shard_unit_classes(model)
         for unit in shard_units(model, classes) if classes else []:
-            fully_shard(unit, **options)
+            fully_shard(unit, **options)  # moves real tensors to the mesh's device; meta ones stay meta
         # The root's parameters are needed again at the start of backward: keep them gathered.
         fully_shard(model, **{**options, "reshard_after_forward": False})
+        materialize(model, device=self.device)  # this rank's shards only
         return model
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:

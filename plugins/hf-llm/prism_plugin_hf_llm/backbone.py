@@ -30,7 +30,12 @@ def find_decoder_layer_classes(llm: nn.Module) -> tuple[type[nn.Module], ...]:
 
 class HFCausalLMBackbone(nn.Module):
     """Implements ``prism_core.protocols.LLMBackbone``. The Hugging Face model is ``self.llm`` (the original's name,
-    so released checkpoints' ``llm.*`` keys load unchanged)."""
+    so released checkpoints' ``llm.*`` keys load unchanged).
+
+    Materialisation hooks (``prism_core.materialize``): ``initial_state()`` is model_id's pretrained weights
+    (memory-mapped; ``{}`` for ``weights = "random"``), ``init_module`` the model's own ``_init_weights``, seeded by
+    the spec's ``init_seed`` (it also recomputes the rotary-embedding buffers).
+    """
 
     #: Autocast dtype for mixed precision (the original trains every family in bf16).
     half_precision_dtype = torch.bfloat16
@@ -42,14 +47,19 @@ class HFCausalLMBackbone(nn.Module):
         *,
         spec: HFCausalLMSpec,
         tokenizer_loader: Callable[[], Any] | None = None,
+        model_source: str | None = None,
     ) -> None:
         super().__init__()
         if tokenizer is None and tokenizer_loader is None:
             raise ValueError("give a tokenizer or a tokenizer_loader")
         self.llm = llm
         self.spec = spec
-        self._tokenizer = tokenizer
+        self.init_seed: int = spec.init_seed
+        self._model_source = model_source
+        self._tokenizer = None
         self._tokenizer_loader = tokenizer_loader
+        if tokenizer is not None:
+            self._adopt_tokenizer(tokenizer)
         self.embed_dim: int = llm.config.hidden_size
         self.decoder_layer_classes = find_decoder_layer_classes(llm)
         self.default_prompt_format: str = spec.default_prompt_format
@@ -63,8 +73,17 @@ class HFCausalLMBackbone(nn.Module):
         """The tokenizer (PAD added, right padding). Meta-device builds load it here, on first use."""
         if self._tokenizer is None:
             assert self._tokenizer_loader is not None
-            self._tokenizer = self._tokenizer_loader()
+            self._adopt_tokenizer(self._tokenizer_loader())
         return self._tokenizer
+
+    def _adopt_tokenizer(self, tokenizer: Any) -> None:
+        rows = self.llm.get_input_embeddings().weight.shape[0]
+        if self.spec.padded_vocab_size(len(tokenizer)) != rows:  # a preset's tokenizer_size that is wrong
+            raise ValueError(f"{self.spec.name}: the tokenizer has {len(tokenizer)} entries (PAD included), which "
+                             f"needs {self.spec.padded_vocab_size(len(tokenizer))} embedding rows, but the model was "
+                             f"built with {rows}: fix the spec's tokenizer_size")
+        self.llm.config.pad_token_id = tokenizer.pad_token_id
+        self._tokenizer = tokenizer
 
     @contextlib.contextmanager
     def left_padding(self) -> Iterator[Any]:
@@ -122,6 +141,21 @@ class HFCausalLMBackbone(nn.Module):
         kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
         kwargs.setdefault("use_cache", True)
         return self.llm.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+
+    # -- materialisation ---------------------------------------------------------------------------------------
+    def initial_state(self) -> dict[str, Any]:
+        """model_id's pretrained weights (keys ``llm.*``), memory-mapped, vocabulary fitted; ``{}`` when random."""
+        if self.spec.weights != "pretrained":
+            return {}
+        from prism_plugin_hf_llm.weights import pretrained_state
+
+        state = pretrained_state(self.spec, self.llm, self._model_source)
+        return {f"llm.{k}": v for k, v in state.items()}
+
+    def init_module(self, module: nn.Module, name: str) -> None:
+        """The model's own initialisation of one module (normal(initializer_range) linears and embeddings, unit
+        norms, rotary frequencies)."""
+        self.llm._init_weights(module)
 
     def set_trainable(self, trainable: bool) -> None:
         """Freeze (``False``: no gradients, eval mode) or unfreeze every parameter."""

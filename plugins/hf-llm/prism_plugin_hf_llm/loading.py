@@ -180,17 +180,52 @@ def _torch_dtype(spec: HFCausalLMSpec) -> torch.dtype:
     return getattr(torch, spec.dtype)
 
 
-def build_config(spec: HFCausalLMSpec, vocab_size: int | None) -> Any:
-    """The model config: from the spec's fields when it names a model_type, else model_id's config.json."""
+def _is_local(spec: HFCausalLMSpec, filename: str) -> bool:
+    """model_id is a local directory, or ``filename`` of it is in the Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    assert spec.model_id is not None, "checked by problems()"
+    return Path(spec.model_id).expanduser().is_dir() or isinstance(
+        try_to_load_from_cache(spec.model_id, filename, revision=spec.revision), str)
+
+
+def checkpoint_config(spec: HFCausalLMSpec, *, local_only: bool) -> Any | None:
+    """model_id's own config.json (what ``from_pretrained`` would use), or None when ``local_only`` and it is
+    neither a local directory nor in the Hugging Face cache."""
     from transformers import AutoConfig
 
-    if spec.model_type is not None:
+    if local_only and not _is_local(spec, "config.json"):
+        return None
+    assert spec.model_id is not None, "checked by problems()"
+    source = resolve_source(spec, spec.model_id, need_weights=False)
+    with explained_hub_errors(spec, source):
+        return AutoConfig.from_pretrained(source, revision=spec.revision, token=resolve_token(spec.token_file),
+                                          local_files_only=local_only)
+
+
+def use_checkpoint_generation_config(spec: HFCausalLMSpec, model: Any, *, local_only: bool) -> None:
+    """Generation defaults from model_id's generation_config.json, as ``from_pretrained`` would set them."""
+    from transformers import GenerationConfig
+
+    if local_only and not _is_local(spec, "generation_config.json"):
+        return
+    assert spec.model_id is not None, "checked by problems()"
+    source = resolve_source(spec, spec.model_id, need_weights=False)
+    with contextlib.suppress(OSError):  # the checkpoint ships none: keep the defaults derived from the config
+        model.generation_config = GenerationConfig.from_pretrained(
+            source, revision=spec.revision, token=resolve_token(spec.token_file), local_files_only=local_only)
+
+
+def build_config(spec: HFCausalLMSpec, vocab_size: int | None, *, on_meta: bool = False) -> Any:
+    """The model config: pretrained weights bring their own config.json (on meta: when it is already local), else
+    the spec's fields when it names a model_type, else model_id's config.json with the spec's fields applied."""
+    from transformers import AutoConfig
+
+    config = checkpoint_config(spec, local_only=on_meta) if spec.weights == "pretrained" else None
+    if config is None and spec.model_type is not None:
         config = AutoConfig.for_model(spec.model_type, **spec.architecture())
-    else:
-        assert spec.model_id is not None, "checked by problems()"
-        source = resolve_source(spec, spec.model_id, need_weights=False)
-        with explained_hub_errors(spec, source):
-            config = AutoConfig.from_pretrained(source, revision=spec.revision, token=resolve_token(spec.token_file))
+    elif config is None:
+        config = checkpoint_config(spec, local_only=False)
         for key, value in spec.architecture().items():
             setattr(config, key, value)
     if vocab_size is not None:
@@ -198,49 +233,39 @@ def build_config(spec: HFCausalLMSpec, vocab_size: int | None) -> Any:
     return config
 
 
-def _meta_vocab_size(spec: HFCausalLMSpec) -> int:
-    """Rows after PAD resizing, from the preset's tokenizer size (or the tokenizer, when it is local)."""
-    if spec.tokenizer_size is not None:
-        return spec.padded_vocab_size(spec.tokenizer_size + 1)  # + PAD
-    return spec.padded_vocab_size(len(load_tokenizer(spec)))
-
-
 def build_backbone(spec: HFCausalLMSpec, *, device: str | None = None) -> HFCausalLMBackbone:
-    import torch
+    """The model is constructed on the meta device, then, unless the caller builds on meta (``device="meta"`` or
+    under ``torch.device("meta")``), materialised on ``device``: pretrained weights memory-mapped from model_id's
+    files, everything else from the model's own seeded initialisation (see ``HFCausalLMBackbone``).
+
+    On meta, nothing is downloaded and the tokenizer loads on first use when the spec knows its size
+    (``tokenizer_size``, as every preset does).
+    """
     from transformers import AutoModelForCausalLM
 
+    from prism_core.materialize import build_on_meta, building_on_meta
     from prism_plugin_hf_llm.backbone import HFCausalLMBackbone
-    from prism_plugin_hf_llm.spec import EMBEDDING_MULTIPLE
 
+    on_meta = device == "meta" or building_on_meta()
     check_attention(spec)
-    common = {"attn_implementation": spec.attn_implementation, "dtype": _torch_dtype(spec)}
-
-    if device == "meta":
-        config = build_config(spec, _meta_vocab_size(spec))
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, **common)
-        return HFCausalLMBackbone(model, spec=spec, tokenizer_loader=lambda: load_tokenizer(spec))
-
-    # Fail fast on missing weights before the (slow) tokenizer and model loads.
     model_source = None
-    if spec.weights == "pretrained":
+    if spec.weights == "pretrained" and not on_meta:
         assert spec.model_id is not None, "checked by problems()"
-        model_source = resolve_source(spec, spec.model_id, need_weights=True)
-    tokenizer = load_tokenizer(spec)
-    rows = spec.padded_vocab_size(len(tokenizer))
+        model_source = resolve_source(spec, spec.model_id, need_weights=True)  # fail fast, before the tokenizer
+    tokenizer = None
+    if on_meta and spec.tokenizer_size is not None:
+        rows = spec.padded_vocab_size(spec.tokenizer_size + 1)  # + PAD
+    else:
+        tokenizer = load_tokenizer(spec)
+        rows = spec.padded_vocab_size(len(tokenizer))
+    config = build_config(spec, rows, on_meta=on_meta)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.init_seed)
-        if model_source is None:
-            model = AutoModelForCausalLM.from_config(build_config(spec, rows), **common)
-        else:
-            with explained_hub_errors(spec, model_source):
-                model = AutoModelForCausalLM.from_pretrained(
-                    model_source, revision=spec.revision, token=resolve_token(spec.token_file), **common
-                )
-            if model.get_input_embeddings().weight.shape[0] != rows:
-                model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=EMBEDDING_MULTIPLE)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if device is not None:
-        model.to(device)
-    return HFCausalLMBackbone(model, tokenizer, spec=spec)
+    def make() -> HFCausalLMBackbone:
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=spec.attn_implementation,
+                                                 dtype=_torch_dtype(spec))
+        if spec.weights == "pretrained":
+            use_checkpoint_generation_config(spec, model, local_only=on_meta)
+        return HFCausalLMBackbone(model, tokenizer, spec=spec, tokenizer_loader=lambda: load_tokenizer(spec),
+                                  model_source=model_source)
+
+    return build_on_meta(make, device="meta" if on_meta else device)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
-from prism_core.spec import LLMBackboneSpec, spec_field
+from prism_core.spec import SEED_RANGE, LLMBackboneSpec, spec_field
 
 if TYPE_CHECKING:
     from prism_plugin_hf_llm.backbone import HFCausalLMBackbone
@@ -84,36 +84,38 @@ class HFCausalLMSpec(LLMBackboneSpec):
     bos_in_prompt_text: bool = spec_field(
         False, help="the tokenizer adds no BOS; the prompt format writes it into the text (Phi-2)"
     )
-    max_length: int = spec_field(2048, help="tokenizer model_max_length")
+    max_length: int = spec_field(2048, at_least=1, help="tokenizer model_max_length")
     attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = spec_field(
         "sdpa", help="attention kernel; flash_attention_2 needs the flash-attn package"
     )
     dtype: Literal["float32", "bfloat16", "float16"] = spec_field(
         "float32", help="parameter dtype (the original keeps fp32 weights and trains under bf16 autocast)"
     )
-    init_seed: int = spec_field(0, help="seed for random initialisation and for new embedding rows")
+    init_seed: int = spec_field(0, **SEED_RANGE, help="seed for random initialisation and for new embedding rows")
     # -- architecture: lets the model be built without fetching config.json ---------------------------------------
     model_type: str | None = spec_field(
         None, help="Hugging Face model_type (llama, mistral, phi, ...); with it the config needs no download"
     )
-    vocab_size: int | None = spec_field(None, help="config vocab_size before PAD resizing")
+    vocab_size: int | None = spec_field(None, at_least=1, help="config vocab_size before PAD resizing")
     tokenizer_size: int | None = spec_field(
-        None, help="len(tokenizer) before the PAD token is added (sizes embeddings when the tokenizer is not loaded)"
-    )
-    bos_token_id: int | None = spec_field(None, help="config bos_token_id")
-    eos_token_id: int | None = spec_field(None, help="config eos_token_id")
-    hidden_size: int | None = spec_field(None, help="config hidden_size (the embedding width)")
-    num_hidden_layers: int | None = spec_field(None, help="config num_hidden_layers")
-    num_attention_heads: int | None = spec_field(None, help="config num_attention_heads")
-    num_key_value_heads: int | None = spec_field(None, help="config num_key_value_heads (grouped-query attention)")
-    intermediate_size: int | None = spec_field(None, help="config intermediate_size (MLP width)")
-    max_position_embeddings: int | None = spec_field(None, help="config max_position_embeddings")
-    rope_theta: float | None = spec_field(None, help="rotary embedding base")
-    partial_rotary_factor: float | None = spec_field(None, help="fraction of each head that is rotated (Phi)")
-    rms_norm_eps: float | None = spec_field(None, help="config rms_norm_eps (Llama, Mistral)")
-    layer_norm_eps: float | None = spec_field(None, help="config layer_norm_eps (Phi)")
-    sliding_window: int | None = spec_field(None, help="config sliding_window (Mistral)")
-    initializer_range: float | None = spec_field(None, help="std of the random initialisation")
+        None, at_least=1,
+        help="len(tokenizer) before the PAD token is added (sizes embeddings when the tokenizer is not loaded)")
+    bos_token_id: int | None = spec_field(None, at_least=0, help="config bos_token_id")
+    eos_token_id: int | None = spec_field(None, at_least=0, help="config eos_token_id")
+    hidden_size: int | None = spec_field(None, at_least=1, help="config hidden_size (the embedding width)")
+    num_hidden_layers: int | None = spec_field(None, at_least=1, help="config num_hidden_layers")
+    num_attention_heads: int | None = spec_field(None, at_least=1, help="config num_attention_heads")
+    num_key_value_heads: int | None = spec_field(
+        None, at_least=1, help="config num_key_value_heads (grouped-query attention)")
+    intermediate_size: int | None = spec_field(None, at_least=1, help="config intermediate_size (MLP width)")
+    max_position_embeddings: int | None = spec_field(None, at_least=1, help="config max_position_embeddings")
+    rope_theta: float | None = spec_field(None, above=0, help="rotary embedding base")
+    partial_rotary_factor: float | None = spec_field(
+        None, above=0, at_most=1, help="fraction of each head that is rotated (Phi)")
+    rms_norm_eps: float | None = spec_field(None, above=0, help="config rms_norm_eps (Llama, Mistral)")
+    layer_norm_eps: float | None = spec_field(None, above=0, help="config layer_norm_eps (Phi)")
+    sliding_window: int | None = spec_field(None, at_least=1, help="config sliding_window (Mistral)")
+    initializer_range: float | None = spec_field(None, above=0, help="std of the random initialisation")
     hidden_act: str | None = spec_field(None, help="config hidden_act")
     tie_word_embeddings: bool | None = spec_field(None, help="share input and output embeddings")
 
@@ -133,13 +135,6 @@ class HFCausalLMSpec(LLMBackboneSpec):
             yield "model_type", "required when model_id is not set: the config is built from the spec's fields"
         if self.tokenizer_id is None and self.model_id is None:
             yield "tokenizer_id", "required when model_id is not set"
-        if self.max_length < 1:
-            yield "max_length", f"must be >= 1, got {self.max_length}"
-        for field_name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                           "intermediate_size", "vocab_size", "tokenizer_size", "max_position_embeddings"):
-            value = getattr(self, field_name)
-            if value is not None and value < 1:
-                yield field_name, f"must be >= 1, got {value}"
         if self.hidden_size and self.num_attention_heads and self.hidden_size % self.num_attention_heads:
             yield "hidden_size", (f"must be a multiple of num_attention_heads ({self.num_attention_heads}), "
                                   f"got {self.hidden_size}")
@@ -147,8 +142,6 @@ class HFCausalLMSpec(LLMBackboneSpec):
                 self.num_attention_heads % self.num_key_value_heads:
             yield "num_key_value_heads", (f"must divide num_attention_heads ({self.num_attention_heads}), "
                                           f"got {self.num_key_value_heads}")
-        if self.initializer_range is not None and self.initializer_range <= 0:
-            yield "initializer_range", f"must be > 0, got {self.initializer_range}"
 
     def architecture(self) -> dict[str, Any]:
         """The config values this spec carries (``None`` fields left out)."""

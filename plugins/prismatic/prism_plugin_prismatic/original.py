@@ -287,14 +287,20 @@ def load_prismatic(path_or_id: str | Path, hf_token: str | None = None, *, cache
                    llm_overrides: Mapping[str, Any] | None = None) -> Any:
     """A ``PrismVLM`` with a released (or locally trained original) Prismatic model's weights, in eval mode.
 
+    The model is built on the meta device and the checkpoint's tensors (memory-mapped) are assigned to it, so no
+    random initialisation runs and nothing is copied that need not be (a dtype cast is the only copy). Components
+    the checkpoint does not hold (the vision backbone of frozen-backbone runs) come from their own weights.
+
     ``vision_overrides`` / ``llm_overrides`` change fields of the derived specs (e.g. where vision weights come from).
     """
     from prism_core.composition import build
+    from prism_core.materialize import materialize
 
     config_path, checkpoint_path = resolve_files(path_or_id, hf_token, cache_dir)
     spec = model_spec_from_config(read_config(config_path), vision_overrides, llm_overrides)
-    vlm = build(spec)
-    for attribute, tensors in map_checkpoint(vlm, read_checkpoint(checkpoint_path)).items():
-        getattr(vlm, attribute).load_state_dict(tensors, strict=True)
+    vlm = build(spec, device="meta")
+    mapped = map_checkpoint(vlm, read_checkpoint(checkpoint_path))
+    materialize(vlm, state={f"{attribute}.{k}": v for attribute, tensors in mapped.items()
+                            for k, v in tensors.items()})
     vlm.requires_grad_(False)
     return vlm.eval()

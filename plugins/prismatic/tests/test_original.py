@@ -11,6 +11,7 @@ from prism_plugin_prismatic.original import PrismaticLoadError, load_prismatic, 
 from prism_plugin_projectors.spec import FusedGeluMLPProjectorSpec, GeluMLPProjectorSpec
 
 import prism_core
+import prism_core.materialize as materialize_module
 from prism_core.composition import build
 from prism_core.registry import use_registry
 from prism_core.spec import ModelSpec, structure
@@ -115,3 +116,39 @@ def test_key_mapping_reports_unmapped_missing_and_shape_problems():
     assert map_keys("vision_backbone", {"dino_featurizer.blocks.0.w": (2,), "siglip_featurizer.blocks.0.w": (3,)},
                     fused) == {"dino_featurizer.blocks.0.w": "members.dino.blocks.0.w",
                                "siglip_featurizer.blocks.0.w": "members.siglip.blocks.0.w"}
+
+
+# -- meta-device loading: no weight is randomly initialised and then overwritten -----------------------------------
+@pytest.fixture
+def random_inits(monkeypatch) -> list[torch.nn.Module]:
+    seen: list[torch.nn.Module] = []
+    original = materialize_module._random_init
+
+    def spy(modules, name, module, seed):
+        seen.append(module)
+        return original(modules, name, module, seed)
+
+    monkeypatch.setattr(materialize_module, "_random_init", spy)
+    return seen
+
+
+def test_a_full_checkpoint_initialises_nothing_but_computed_buffers(tmp_path, random_inits):
+    reference = _reference()
+    run_dir = write_original(reference, tmp_path / "run", with_vision=True)
+    random_inits.clear()
+    loaded = load_prismatic(run_dir)
+    assert random_inits and all(not module._parameters for module in random_inits)  # the rotary frequencies
+    expected = reference.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())
+
+
+def test_a_checkpoint_without_vision_takes_the_vision_backbones_own_weights(tmp_path, random_inits):
+    run_dir = write_original(_reference(), tmp_path / "run", with_vision=False)
+    random_inits.clear()
+    loaded = load_prismatic(run_dir)
+    initialised = {id(m) for m in random_inits}
+    vision = {id(m) for m in loaded.vision_backbone.modules() if m._parameters}
+    assert vision <= initialised  # the fake backbone's own initialisation, the only weights it has
+    others = [m for m in (*loaded.projector.modules(), *loaded.llm_backbone.modules()) if m._parameters]
+    assert not any(id(m) in initialised for m in others)
+    assert not any(p.is_meta for p in loaded.parameters())

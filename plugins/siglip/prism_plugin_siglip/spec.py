@@ -34,8 +34,9 @@ class SiglipSpec(TimmViTSpecBase):
     }
 
     timm_name: str = spec_field("vit_so400m_patch14_siglip_224.webli", help="timm model name with its pretrained tag")
-    image_size: int = spec_field(224, help="square input size in pixels")
-    patch_size: int = spec_field(14, help="patch size in pixels")
+    image_size: int = spec_field(224, at_least=1, help="square input size in pixels")
+    patch_size: int = spec_field(14, at_least=1, help="patch size in pixels")
     crop_pct: float | None = spec_field(
-        1.0, help="resize-crop/letterbox resize the shorter side to image_size / crop_pct; SigLIP uses Resize(S) "
-                  "(1.0) rather than timm's S / 0.9")
+        1.0, above=0, at_most=1,
+        help="resize-crop/letterbox resize the shorter side to image_size / crop_pct; SigLIP uses Resize(S) (1.0) "
+             "rather than timm's S / 0.9")

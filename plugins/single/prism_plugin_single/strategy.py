@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 
+from prism_core.materialize import materialize
 from prism_core.train.distributed import clip_grad_norm, launch_env, pick_device
 
 
 class SingleStrategy:
     sharded = False
+    accepts_meta = True  # wrap() materialises a meta-device model on this rank's device
 
     def __init__(self, device: str = "auto") -> None:
         self._device_name = device
@@ -28,7 +30,7 @@ class SingleStrategy:
         self.device = pick_device(0, self._device_name)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self.device)
+        return materialize(model, device=self.device).to(self.device)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor

@@ -1,31 +1,37 @@
 """The timm ViT featurizer: patch features of the second-to-last block, computed without the last block.
 
 The original ran every block through timm's ``get_intermediate_layers`` and threw the last one away. Here the
-model is truncated after its weights are loaded (``prune_intermediate_layers``: later blocks, final norm and head
-are removed), so ``forward`` is a plain ``forward_features`` of the kept blocks with the prefix tokens dropped.
+model is truncated as it is built on the meta device (``prune_intermediate_layers``: later blocks, final norm and
+head are removed) and only the kept weights are ever materialised, so ``forward`` is a plain ``forward_features``
+of the kept blocks with the prefix tokens dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from prism_core.materialize import build_on_meta, building_on_meta
 from prism_plugin_timm_vision.transforms import PrismImageTransform
-from prism_plugin_timm_vision.weights import load_weights_file, pretrained_weights_file
+from prism_plugin_timm_vision.weights import pretrained_weights_file, read_weights_file
 
 if TYPE_CHECKING:
     from prism_plugin_timm_vision.spec import TimmViTSpecBase
 
 
 class TimmViTBackbone(nn.Module):
-    """A truncated timm ViT (``featurizer``) with its image transform; satisfies ``VisionBackbone``."""
+    """A truncated timm ViT (``featurizer``) with its image transform; satisfies ``VisionBackbone``.
 
-    def __init__(self, featurizer: nn.Module, image_transform: PrismImageTransform, image_size: int) -> None:
+    Materialisation hooks (``prism_core.materialize``): ``initial_state()`` is the spec's weights (timm's pretrained
+    ones or a safetensors file), ``init_module`` timm's own ViT initialisation, seeded by ``spec.seed``.
+    """
+
+    def __init__(self, featurizer: nn.Module, image_transform: PrismImageTransform, image_size: int,
+                 spec: TimmViTSpecBase | None = None, weights_file: Path | None = None) -> None:
         super().__init__()
         self.featurizer = featurizer
         self.image_transform = image_transform
@@ -34,6 +40,9 @@ class TimmViTBackbone(nn.Module):
         self.num_patches: int = featurizer.patch_embed.num_patches
         self.num_prefix_tokens: int = featurizer.num_prefix_tokens
         self.shard_block_classes: tuple[type, ...] = tuple(dict.fromkeys(type(b) for b in featurizer.blocks))
+        self.init_seed: int = spec.seed if spec is not None else 0
+        self._spec = spec
+        self._weights_file = weights_file
         self._trainable = True
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -52,29 +61,68 @@ class TimmViTBackbone(nn.Module):
     def train(self, mode: bool = True) -> TimmViTBackbone:
         return super().train(mode and self._trainable)
 
+    # -- materialisation ---------------------------------------------------------------------------------------
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """The weights the spec names, memory-mapped and adapted to the truncated featurizer; ``{}`` for random."""
+        spec = self._spec
+        if spec is None or spec.weights == "random":
+            return {}
+        file = self._weights_file or weights_file_for(spec)
+        with torch.device("meta"):  # timm's checkpoint filter and the strict check want the untruncated model
+            full = create_timm_model(spec)
+        state = read_weights_file(full, file)
+        kept = self.featurizer.state_dict().keys()
+        return {f"featurizer.{k}": v for k, v in state.items() if k in kept}
+
+    def init_module(self, module: nn.Module, name: str) -> None:
+        """timm's default ViT initialisation of one module (what ``VisionTransformer.init_weights`` does to it;
+        ``fix_init``'s per-depth rescaling and the jax/moco modes are not applied)."""
+        from timm.layers import trunc_normal_
+
+        if module is self.featurizer:  # its own tokens; every layer below is a module of its own
+            if module.pos_embed is not None:
+                trunc_normal_(module.pos_embed, std=0.02)
+            for token in ("cls_token", "reg_token"):
+                if getattr(module, token, None) is not None:
+                    nn.init.normal_(getattr(module, token), std=1e-6)
+        elif isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif hasattr(module, "init_weights"):
+            module.init_weights()
+        else:
+            module.reset_parameters()  # norms, layer scales, the patch embedding's convolution
+
 
 def build_timm_backbone(spec: TimmViTSpecBase) -> TimmViTBackbone:
-    """Create the timm model, fill its weights, truncate it to the feature block and attach its transform.
+    """Create the timm model on the meta device, truncate it to the feature block and attach its transform; then,
+    unless the caller builds on meta, materialise it (the spec's weights, else timm's seeded initialisation)."""
+    weights_file = None
+    if not building_on_meta() and spec.weights != "random":
+        weights_file = weights_file_for(spec)  # before building: offline misses fail fast
 
-    On the meta device no weights are read (meta tensors hold no data): materialise the module and load a
-    checkpoint afterwards.
-    """
-    featurizer = create_featurizer(spec)
-    return TimmViTBackbone(featurizer, image_transform_for(spec, featurizer), spec.image_size)
+    def make() -> TimmViTBackbone:
+        featurizer = create_featurizer(spec)
+        return TimmViTBackbone(featurizer, image_transform_for(spec, featurizer), spec.image_size, spec,
+                               weights_file)
+
+    return build_on_meta(make)
 
 
-def create_featurizer(spec: TimmViTSpecBase) -> nn.Module:
+def weights_file_for(spec: TimmViTSpecBase) -> Path:
+    return pretrained_weights_file(spec.timm_name) if spec.weights == "pretrained" else Path(spec.weights)
+
+
+def create_timm_model(spec: TimmViTSpecBase) -> nn.Module:
+    """The untruncated timm model the spec describes (no weights read: build it on meta)."""
     import timm
 
     _check_model_name(spec.timm_name)
-    weights_file = None
-    on_meta = torch.empty(()).device.type == "meta"
-    if not on_meta and spec.weights == "pretrained":
-        weights_file = pretrained_weights_file(spec.timm_name)  # before building: offline misses fail fast
-    elif not on_meta and spec.weights != "random":
-        weights_file = spec.weights
     try:
-        with _seeded(spec.seed, enabled=not on_meta):
+        try:  # no initialisation at construction: on meta it is slow and holds no values (init_module gives them)
+            model = timm.create_model(spec.timm_name, pretrained=False, weight_init="skip", **spec.timm_kwargs())
+        except TypeError:  # a ViT family without that option initialises as it is built: only slower
             model = timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs())
     except (TypeError, ValueError, AssertionError, KeyError) as exc:
         raise ValueError(f"vision backbone {spec.kind!r}: timm cannot build {spec.timm_name!r} with "
@@ -83,8 +131,12 @@ def create_featurizer(spec: TimmViTSpecBase) -> nn.Module:
     if not all(hasattr(model, name) for name in needed):
         raise ValueError(f"vision backbone {spec.kind!r}: timm model {spec.timm_name!r} is a "
                          f"{type(model).__name__}, not a ViT with transformer blocks and patch tokens")
-    if weights_file is not None:
-        load_weights_file(model, weights_file)
+    return model
+
+
+def create_featurizer(spec: TimmViTSpecBase) -> nn.Module:
+    """The timm model truncated after the second-to-last block (final norm and head removed), in eval mode."""
+    model = create_timm_model(spec)
     model.prune_intermediate_layers([len(model.blocks) - 2], prune_norm=True, prune_head=True)
     model.eval()
     return model
@@ -114,14 +166,3 @@ def _check_model_name(name: str) -> None:
         close = difflib.get_close_matches(name.split(".")[0], timm.list_models("*vit*"), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown timm model {name!r}{hint}")
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, enabled: bool = True) -> Iterator[None]:
-    """Seed the random initialisation without disturbing the caller's RNG state."""
-    if not enabled:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
 
-from prism_core.spec import VisionBackboneSpec, spec_field
+from prism_core.spec import SEED_RANGE, VisionBackboneSpec, spec_field
 
 if TYPE_CHECKING:
     from prism_plugin_timm_vision.backbone import TimmViTBackbone
@@ -36,27 +36,32 @@ class TimmViTSpecBase(VisionBackboneSpec):
         "vit_large_patch16_224.augreg_in21k_ft_in1k",
         help="timm model name, with the pretrained tag (e.g. 'vit_so400m_patch14_siglip_384.webli')",
     )
-    image_size: int = spec_field(224, help="square input size in pixels")
-    patch_size: int = spec_field(16, help="patch size in pixels (a different value than the architecture's "
-                                          "reshapes the patch embedding)")
+    image_size: int = spec_field(224, at_least=1, help="square input size in pixels")
+    patch_size: int = spec_field(16, at_least=1, help="patch size in pixels (a different value than the "
+                                                      "architecture's reshapes the patch embedding)")
     partial_patches: bool = spec_field(
         False, help="allow an image_size the patch size does not divide: the last rows/columns are ignored, "
                     "as SigLIP SO400M/14 does at 384 px")
-    embed_dim: int | None = spec_field(None, help="override the architecture's width (random weights only)")
-    depth: int | None = spec_field(None, help="override the number of transformer blocks (random weights only)")
-    num_heads: int | None = spec_field(None, help="override the attention heads (random weights only)")
+    embed_dim: int | None = spec_field(
+        None, at_least=1, help="override the architecture's width (random weights only)")
+    depth: int | None = spec_field(
+        None, at_least=2, help="override the number of transformer blocks (random weights only; features come from "
+                               "the second-to-last block)")
+    num_heads: int | None = spec_field(
+        None, at_least=1, help="override the attention heads (random weights only)")
     act_layer: str | None = spec_field(None, help="override the MLP activation, a timm name such as 'quick_gelu'")
     resize: ResizeStrategy = spec_field(
         "resize-naive", help="resize-naive: stretch to a square; resize-crop: shorter side, then centre crop; "
                              "letterbox: pad to a square with the mean colour, then resize")
     crop_pct: float | None = spec_field(
-        None, help="resize-crop/letterbox resize the shorter side to image_size / crop_pct before the centre "
-                   "crop; 1.0 gives Resize(image_size); None: 1.0 when timm_name contains 'siglip' or "
-                   "'in1k' (the original's rule), else timm's value for the model")
+        None, above=0, at_most=1,
+        help="resize-crop/letterbox resize the shorter side to image_size / crop_pct before the centre crop; 1.0 "
+             "gives Resize(image_size); None: 1.0 when timm_name contains 'siglip' or 'in1k' (the original's rule), "
+             "else timm's value for the model")
     weights: str = spec_field(
         "pretrained", help="'random', 'pretrained' (timm's weights for timm_name, from the local Hugging Face "
                            "cache or the hub) or a path to a .safetensors file in timm's format")
-    seed: int = spec_field(0, help="seed of the random initialisation")
+    seed: int = spec_field(0, **SEED_RANGE, help="seed of the random initialisation")
 
     @property
     def num_patches(self) -> int | None:
@@ -65,10 +70,6 @@ class TimmViTSpecBase(VisionBackboneSpec):
         return (self.image_size // self.patch_size) ** 2
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        for name in ("image_size", "patch_size", *ARCHITECTURE_FIELDS):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                yield name, f"must be >= 1, got {value}"
         if self.image_size >= 1 and self.patch_size >= 1:
             if self.image_size < self.patch_size:
                 yield "image_size", f"{self.image_size} is smaller than one patch ({self.patch_size} px)"
@@ -78,12 +79,8 @@ class TimmViTSpecBase(VisionBackboneSpec):
                     f"{self.image_size} is not a multiple of patch_size {self.patch_size}: use {below} or "
                     f"{below + self.patch_size}, or set partial_patches = true to ignore the last "
                     f"{self.image_size % self.patch_size} px")
-        if self.depth is not None and self.depth < 2:
-            yield "depth", f"must be >= 2 (features come from the second-to-last block), got {self.depth}"
         if self.embed_dim and self.num_heads and self.embed_dim % self.num_heads:
             yield "num_heads", f"must divide embed_dim {self.embed_dim}, got {self.num_heads}"
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            yield "crop_pct", f"must be in (0, 1], got {self.crop_pct}"
         if not self.timm_name.strip():
             yield "timm_name", "must name a timm model"
         if self.weights not in ("random", "pretrained") and not self.weights.endswith(".safetensors"):

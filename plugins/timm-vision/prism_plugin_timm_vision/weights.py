@@ -1,7 +1,7 @@
 """Where a timm backbone's weights come from: the local Hugging Face cache, the hub, or a safetensors file.
 
-Weights are always read with safetensors (never unpickled) and loaded strictly: a file that does not fit the
-model fails naming the file and the mismatched keys. Offline with the weights missing fails at once with the
+Weights are always read with safetensors (never unpickled; memory-mapped) and checked strictly: a file that does
+not fit the model fails naming the file and the mismatched keys. Offline with the weights missing fails at once with the
 command that fetches them, instead of waiting on a hub timeout.
 """
 
@@ -76,11 +76,13 @@ def pretrained_weights_file(timm_name: str) -> Path:
     return Path(hf_hub_download(repo, HUB_FILENAME, cache_dir=hub_cache_dir()))
 
 
-def load_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load a timm-format safetensors state dict into ``model`` strictly, adapting it as timm's loader would.
+def read_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A timm-format safetensors state dict for ``model`` (which may be on meta), memory-mapped, checked strictly
+    and adapted as timm's loader would.
 
     timm's checkpoint filter of the model's family resamples position embeddings to the spec's image size (DINOv2
     was trained at 518 px) and converts OpenAI CLIP layouts; classifier-head weights are dropped (features only).
+    Tensors the filter leaves alone stay views of the mapped file: nothing is copied until they are used.
     """
     from safetensors.torch import load_file
 
@@ -88,7 +90,7 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file {path} does not exist")
     try:
-        state_dict = load_file(str(path))
+        state_dict = load_file(str(path))  # memory-mapped
     except Exception as exc:  # safetensors raises several types for a corrupt header
         raise WeightsMismatchError(f"{path}: not a readable safetensors file ({exc})") from exc
     filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
@@ -110,5 +112,4 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike[str]) -> None:
                    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
                    if keys]
         raise WeightsMismatchError(f"{path} does not fit the model ({'; '.join(details)})")
-    with torch.no_grad():
-        model.load_state_dict(state_dict, strict=True)
+    return state_dict

@@ -26,7 +26,7 @@ class Holder:
 
 
 def full_timm_model(spec: TimmViTSpec, seed: int | None = None) -> torch.nn.Module:
-    """The untruncated timm model the spec describes, initialised exactly as the backbone was."""
+    """The untruncated timm model the spec describes, with timm's own random initialisation under ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed if seed is None else seed)
         return timm.create_model(spec.timm_name, pretrained=False, **spec.timm_kwargs()).eval()
@@ -42,6 +42,8 @@ def test_features_equal_timm_intermediate_layers_without_running_the_last_block(
     spec = TimmViTSpec(timm_name=timm_name, act_layer=act_layer, seed=3, **TINY)
     backbone = spec.build()
     full = full_timm_model(spec)
+    # The backbone's weights; the full model keeps its own last block, final norm and head.
+    assert not full.load_state_dict(backbone.featurizer.state_dict(), strict=False).unexpected_keys
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = full.get_intermediate_layers(pixels, n=[len(full.blocks) - 2])[0]  # norm off, prefix dropped
@@ -154,7 +156,10 @@ def test_weights_problems(prism_registry) -> None:
     [(path, message)] = spec_problems({"preset": "vit-tiny", "weights": "pretrained"})
     assert path == "vision.weights" and "reshaped by embed_dim, depth, num_heads" in message
     [(path, message)] = spec_problems({"preset": "vit-tiny", "depth": 1})
-    assert path == "vision.depth" and "second-to-last" in message
+    assert (path, message) == ("vision.depth", "must be >= 2, got 1")  # features come from block depth - 1
+    from prism_core.spec import field_help
+
+    assert "second-to-last" in field_help(attrs.fields_dict(TimmViTSpec)["depth"])
 
 
 def test_in1k_resizes_to_the_image_size_not_over_crop_pct() -> None:
