@@ -9,20 +9,30 @@ Two formats:
 
 Entries are validated when the file is read (structure, roles alternate starting with ``human``, non-empty), so a
 bad entry is reported with its file and index before training starts; images are opened when an example is
-loaded. Under ``on_bad_example = "skip"`` bad entries are dropped at read time and bad images become
-``BadExample`` stand-ins the collator drops; both are counted, never skipped silently.
+loaded. Text that is not valid UTF-8 is an entry problem (the file is decoded with ``surrogateescape``, so one bad
+byte names its entry instead of failing the whole file). Under ``on_bad_example = "skip"`` bad entries are dropped
+at read time and bad images become ``BadExample`` stand-ins the loader replaces; both are counted, never skipped
+silently.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prism_core.data import BadExample, BadExampleError, OnBadExample, check_on_bad_example
+from prism_core.data import (
+    BadExample,
+    BadExampleError,
+    DataError,
+    MissingDataError,
+    OnBadExample,
+    check_on_bad_example,
+)
 from prism_core.types import ASSISTANT, HUMAN, IGNORE_INDEX, Example, Turn
 
 log = logging.getLogger(__name__)
@@ -85,8 +95,8 @@ def load_conversations(
     require_image: bool = False,
     verify_images: bool = False,
     label: str | None = None,
-) -> tuple[list[Record], list[str]]:
-    """Read and validate ``path``: the records, and ``"source: reason"`` for each entry skipped.
+) -> tuple[list[Record], list[BadExample]]:
+    """Read and validate ``path``: the records, and a ``BadExample`` (reason ``bad-entry``) for each entry skipped.
 
     ``require_image`` drops text-only entries on purpose (not counted as bad). ``verify_images`` checks that
     every image file exists now rather than when it is first loaded. ``label`` names the file in sources
@@ -95,21 +105,15 @@ def load_conversations(
     check_on_bad_example(on_bad_example)
     path = Path(path)
     label = label or path.name
-    try:
-        with path.open("rb") as f:
-            entries = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: annotation file not found") from None
-    except json.JSONDecodeError as exc:
-        raise BadExampleError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    entries, undecodable = _read_json(path)
     if not isinstance(entries, list):
         raise BadExampleError(f"{path}: expected a JSON list of entries, got {type(entries).__name__}")
     root = Path(image_root) if image_root is not None else path.parent
     records: list[Record] = []
-    bad: list[str] = []
+    bad: list[BadExample] = []
     for index, entry in enumerate(entries):
         source = f"{label}#{index}"
-        problem = _entry_problem(entry, format)
+        problem = _entry_problem(entry, format) or (_text_problem(entry) if undecodable else None)
         image = None
         if problem is None and "image" in entry:
             image = root / entry["image"]
@@ -118,7 +122,7 @@ def load_conversations(
         if problem is not None:
             if on_bad_example == "error":
                 raise BadExampleError(f"{path} entry {index}: {problem}")
-            bad.append(f"{source}: {problem}")
+            bad.append(BadExample(source, problem, "bad-entry"))
             continue
         if require_image and image is None:
             continue
@@ -127,8 +131,43 @@ def load_conversations(
         records.append(Record(source, image, turns, format, extra))
     if bad:
         log.warning("%s: skipped %d bad entr%s (on_bad_example = \"skip\"): %s", path, len(bad),
-                    "y" if len(bad) == 1 else "ies", "; ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
+                    "y" if len(bad) == 1 else "ies", "; ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
     return records, bad
+
+
+#: A lone surrogate: what ``surrogateescape`` makes of a byte that is not UTF-8 (or a JSON ``\\udcXX`` escape).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _read_json(path: Path) -> tuple[Any, bool]:
+    """The parsed file, and whether any of its text is not valid UTF-8 (then each entry is checked for it, so the
+    message names the entry, and under "skip" only that entry is dropped)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingDataError(f"{path}: annotation file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    text = raw.decode(json.detect_encoding(raw), "surrogateescape")
+    try:
+        return json.loads(text), _SURROGATE.search(text) is not None
+    except json.JSONDecodeError as exc:
+        raise BadExampleError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def _text_problem(entry: Any) -> str | None:
+    """Where an entry holds text that is not valid UTF-8 (bytes the file's encoding cannot decode)."""
+    fields = [("'image'", entry.get("image"))] + [
+        (f"turn {i} 'value'", turn.get("value")) for i, turn in enumerate(entry.get("conversations") or [])]
+    for where, value in fields:
+        found = _SURROGATE.search(value) if isinstance(value, str) else None
+        if found is not None:
+            char = ord(found.group())
+            byte = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"lone surrogate U+{char:04X}"
+            return f"{where} is not valid UTF-8 text ({byte} at character {found.start()})"
+    if _SURROGATE.search(json.dumps(entry, ensure_ascii=False)):
+        return "a field is not valid UTF-8 text"
+    return None
 
 
 def load_image(path: Path, source: str) -> Any:
@@ -146,8 +185,9 @@ def load_image(path: Path, source: str) -> Any:
 class ConversationDataset:
     """Tokenized examples from validated records (see ``load_conversations``); satisfies ``Dataset``.
 
-    ``bad_examples`` counts entries skipped at read time plus images that failed to load so far in this
-    process (the loader also reports the latter per epoch, across worker processes). With ``keep_in_memory``
+    ``skipped_at_load`` holds the entries dropped when the files were read (under "skip"); ``bad_examples`` counts
+    those plus the examples that failed to load so far in this process (the training loop counts the latter across
+    worker processes and ranks, by reason and file, and reports them each epoch). With ``keep_in_memory``
     each example is decoded, transformed and tokenized once and kept (for small sets trained for many epochs,
     where decoding would otherwise cost more than the training step; per process, so best without workers).
     """
@@ -160,7 +200,7 @@ class ConversationDataset:
         prompt_format: Any,
         image_transform: Callable[[Any], Any] | None,
         on_bad_example: OnBadExample = "error",
-        bad_at_load: Sequence[str] = (),
+        bad_at_load: Sequence[BadExample] = (),
         keep_in_memory: bool = False,
     ) -> None:
         self.records = list(records)
@@ -169,7 +209,8 @@ class ConversationDataset:
         self.prompt_format = prompt_format
         self.image_transform = image_transform
         self.on_bad_example = check_on_bad_example(on_bad_example)
-        self.skipped: list[str] = list(bad_at_load)
+        self.skipped_at_load: list[BadExample] = list(bad_at_load)
+        self.skipped: list[BadExample] = list(bad_at_load)
         if any(r.image is not None for r in self.records) and image_transform is None:
             raise ValueError("the data has images but no image_transform was given")
 
@@ -210,17 +251,19 @@ class ConversationDataset:
         if self._kept is not None and index in self._kept:
             return self._kept[index]
         record = self.records[index]
+        reason = "bad-image"
         try:
             pixels = None
             if record.image is not None:
                 pixels = self.image_transform(load_image(record.image, record.source))  # type: ignore[misc]
+            reason = "bad-text"
             ids, labels = self.tokenize(record)
         except BadExampleError as exc:
             if self.on_bad_example == "error":
                 raise
-            self.skipped.append(str(exc))
-            reason = str(exc).removeprefix(f"{record.source}: ")
-            return BadExample(record.source, reason)
+            bad = BadExample(record.source, str(exc).removeprefix(f"{record.source}: "), reason)
+            self.skipped.append(bad)
+            return bad
         example = Example(
             input_ids=torch.tensor(ids, dtype=torch.long),
             labels=torch.tensor(labels, dtype=torch.long),

@@ -30,7 +30,8 @@ class ModalityLengthSampler(Sampler[int]):
     """Yields this rank's indices; see the module docstring for the order.
 
     ``modality_lengths`` is ``[(has_image, num_tokens)]`` per example. ``image_tokens`` is added to the length of
-    image examples when ordering (the patches the model splices in), e.g. 576 for a 24×24 patch grid.
+    image examples when ordering (``PrismVLM.num_image_tokens``: what the model splices in), e.g. 576 for a 24×24
+    patch grid with one token per patch, 144 after a 2×2 pixel shuffle.
     """
 
     def __init__(

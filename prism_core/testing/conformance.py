@@ -81,6 +81,18 @@ class ComponentConformance:
             spec = _structure_one(self.spec_class, {**values, "preset": name})
             assert list(spec.problems()) == [], f"preset {name!r}: {list(spec.problems())}"
 
+    #: Numeric fields that have no range (every other int or float field must declare one: ``spec_field(at_least=)``).
+    unranged_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def test_every_numeric_field_declares_its_range(self) -> None:
+        import re
+
+        numeric = re.compile(r"\b(int|float)\b")
+        missing = [f.name for f in attrs.fields(self.spec_class)
+                   if numeric.search(str(f.type)) and "range" not in f.metadata and f.name not in self.unranged_fields]
+        assert not missing, f"numeric fields without a declared range (spec_field(at_least=/above=/at_most=)): " \
+                            f"{missing}"
+
     def test_preset_names_are_valid_spec_names(self) -> None:
         for name in self.spec_class.presets:
             # Preset names are TOML values (never dotted keys), so original ids like "mistral-v0.1-7b-pure" are fine.
@@ -184,16 +196,45 @@ class LLMBackboneConformance(ComponentConformance):
 
 
 class ProjectorConformance(ComponentConformance):
+    """``spec`` builds quickly at ``in_dim`` → ``out_dim``. A projector that changes the number of image tokens is
+    held to the count it declares (``num_tokens``, module and spec alike) on every square patch grid of
+    ``grid_sides`` that its spec accepts (``patch_problems``): the model's budgets are computed from that count."""
+
     in_dim: ClassVar[int] = 12
     out_dim: ClassVar[int] = 20
+    #: Sides of the square patch grids the token count is checked on: odd and even, below and above any window.
+    grid_sides: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5, 6, 7)
 
     def test_maps_patch_features_to_llm_width(self) -> None:
         import torch
 
+        from prism_core.protocols import image_tokens
+
         projector = self.spec.build(self.in_dim, self.out_dim, seed=0)
         assert isinstance(projector, PROTOCOLS["projectors"])
-        out = projector(torch.randn(2, 5, self.in_dim))
-        assert out.shape == (2, 5, self.out_dim)
+        out = projector(torch.randn(2, 16, self.in_dim))
+        assert out.shape == (2, image_tokens(projector, 16), self.out_dim)
+
+    def test_declared_image_token_count_matches_the_output_on_several_grids(self) -> None:
+        import torch
+
+        from prism_core.protocols import image_tokens
+
+        projector = self.spec.build(self.in_dim, self.out_dim, seed=0)
+        checked = []
+        for side in self.grid_sides:
+            patches = side * side
+            if list(self.spec.patch_problems(patches)):
+                continue  # refused at spec time, never built for
+            declared = image_tokens(projector, patches)
+            said = self.spec.num_tokens(patches)
+            assert said == declared, f"{side}×{side} grid: the spec's num_tokens says {said}, the module's {declared}"
+            with torch.no_grad():
+                out = projector(torch.randn(2, patches, self.in_dim))
+            assert tuple(out.shape) == (2, declared, self.out_dim), \
+                f"{side}×{side} grid: declared {declared} image tokens, made {tuple(out.shape)}"
+            checked.append(side)
+        assert len(checked) >= 2, f"the spec refuses all but {checked} of the grid sides {self.grid_sides}"
 
     def test_initialisation_is_deterministic_in_the_seed(self) -> None:
         first = self.spec.build(self.in_dim, self.out_dim, seed=3).state_dict()
@@ -307,8 +348,70 @@ class TrainStrategyConformance(ComponentConformance):
             strategy.teardown()
 
 
+class _StubVLM:
+    """Answers without a model: empty text, or the same probability for every candidate; counts its calls."""
+
+    def __init__(self) -> None:
+        from prism_core.testing.fakes import FakePureFormat
+
+        self.prompt_format = FakePureFormat()
+        self.calls = 0
+
+    def get_prompt_builder(self, system_prompt: str | None = None) -> Any:
+        from prism_core.prompting import PromptBuilder
+
+        return PromptBuilder(self.prompt_format)
+
+    def generate_batch(self, pixel_values: Any, texts: list[str], return_string_probabilities: Any = None,
+                       **kwargs: Any) -> list[Any]:
+        self.calls += 1
+        assert len(pixel_values) == len(texts), "one pixel entry (or None) per prompt"
+        if return_string_probabilities is not None:
+            return [[1 / len(return_string_probabilities)] * len(return_string_probabilities) for _ in texts]
+        return ["" for _ in texts]
+
+
+class EvalTaskConformance(ComponentConformance):
+    """Subclasses provide a ``task`` fixture: the kind built on a tiny fixture of its official files (at least four
+    examples)."""
+
+    def _answer_all(self, task: Any) -> tuple[list[dict[str, Any]], int]:
+        examples = list(task.examples())
+        vlm = _StubVLM()
+        records = task.predict(vlm, examples, [None] * len(examples))
+        return records, vlm.calls
+
+    def test_satisfies_protocol(self, task: Any) -> None:
+        assert isinstance(task, PROTOCOLS["eval_tasks"]) and task.name and task.headline
+
+    def test_examples_have_unique_ids_and_name_their_source(self, task: Any) -> None:
+        examples = list(task.examples())
+        assert examples and len({e.id for e in examples}) == len(examples)
+        assert all(e.source for e in examples)
+
+    def test_a_batch_is_answered_by_a_few_batched_calls_one_record_each(self, task: Any) -> None:
+        import json
+
+        records, calls = self._answer_all(task)
+        examples = list(task.examples())
+        assert [r["id"] for r in records] == [e.id for e in examples]
+        assert len(examples) >= 4, "the fixture needs at least 4 examples to tell batched calls from a loop"
+        assert calls < len(examples), f"{calls} model calls for {len(examples)} examples: one per example?"
+        json.dumps(records)
+
+    def test_score_has_the_headline_and_ignores_record_order(self, task: Any) -> None:
+        import json
+
+        records, _ = self._answer_all(task)
+        metrics = task.score(records)
+        assert task.headline in metrics
+        assert metrics == task.score(list(reversed(records)))
+        json.dumps(metrics)
+
+
 __all__ = [
     "DatasetConformance",
+    "EvalTaskConformance",
     "LLMBackboneConformance",
     "ProjectorConformance",
     "PromptFormatConformance",

@@ -49,9 +49,16 @@ class RunDirError(RuntimeError):
     pass
 
 
+def never_trained(run_dir: Path) -> bool:
+    """A run directory whose run stopped before its first step (bad data, say): no checkpoint, no metrics."""
+    metrics = run_dir / "metrics.jsonl"
+    return not (run_dir / "checkpoints").exists() and not (metrics.is_file() and metrics.stat().st_size)
+
+
 def create_run_dir(run_dir: Path, spec: RunSpec) -> None:
-    """Create a fresh run directory (rank 0 only); refuse one that already holds a run."""
-    if (run_dir / SPEC_FILE).exists():
+    """Create a fresh run directory (rank 0 only); refuse one that already holds a run. One whose run never
+    trained a step is reused, so the same command works again once its problem is fixed."""
+    if (run_dir / SPEC_FILE).exists() and not never_trained(run_dir):
         raise RunDirError(f"{run_dir} already holds a run: continue it with `prism-run --resume {run_dir}`, "
                           f"or choose another train.run_name")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -60,8 +67,17 @@ def create_run_dir(run_dir: Path, spec: RunSpec) -> None:
 
 
 def load_run_spec(run_dir: Path) -> RunSpec:
-    """The spec a run was started with (for ``--resume``)."""
-    path = Path(run_dir) / SPEC_FILE
+    """The run's spec (for ``--resume`` and ``--export``): ``RUN_DIR/spec.toml``, as the user may have edited it."""
+    run_dir = Path(run_dir)
+    path = run_dir / SPEC_FILE
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory")
     if not path.is_file():
-        raise RunDirError(f"{run_dir} is not a run directory: {SPEC_FILE} is missing")
+        from prism_core.train.checkpoint import SPEC, step_dirs
+
+        copies = [d / SPEC for _, d in step_dirs(run_dir) if (d / SPEC).is_file()]
+        hint = (f"the newest checkpoint keeps the spec it was trained with: cp {copies[-1]} {path}" if copies
+                else "restore it from wherever the run's spec came from")
+        raise RunDirError(f"{path} is missing: a run directory keeps its spec there, and --resume / --export "
+                          f"rebuild the run from it; {hint}")
     return load_spec(path)

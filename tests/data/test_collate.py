@@ -1,4 +1,4 @@
-"""Collator: padding, masks, image-row stacking, truncation that respects image patches, bad rows."""
+"""Collator: padding, masks, image-row stacking, truncation that respects image tokens, bad rows."""
 
 from __future__ import annotations
 
@@ -43,31 +43,32 @@ def test_fused_pixels_are_stacked_per_member_and_text_only_batches_have_none():
     assert text.pixel_values is None and text.multimodal_indices.tolist() == []
 
 
-def test_image_rows_get_max_length_minus_num_patches_of_text():
-    collator = Collator(PAD, max_length=10, num_patches=4)
+def test_image_rows_get_max_length_minus_image_tokens_of_text():
+    collator = Collator(PAD, max_length=10, image_tokens=4)
     batch = collator([example(12, 1, True, "img"), example(12, 1, False, "txt")])
     assert batch.attention_mask.sum(1).tolist() == [6, 10]
-    assert batch.input_ids.shape[1] + collator.num_patches <= 14
+    assert batch.input_ids.shape[1] + collator.image_tokens <= 14
     with pytest.raises(ValueError, match="no room"):
-        Collator(PAD, max_length=4, num_patches=4)
+        Collator(PAD, max_length=4, image_tokens=4)
 
 
 def test_example_left_without_supervision_is_an_error_naming_it_or_is_counted_when_skipping():
     rows = [example(12, 9, True, "chat.json#7"), example(4, 1, False, "chat.json#8")]
     with pytest.raises(BadExampleError, match=r"chat\.json#7: no supervised token left after truncation"):
-        Collator(PAD, max_length=10, num_patches=4)(rows)
-    collator = Collator(PAD, max_length=10, num_patches=4, on_bad_example="skip")
+        Collator(PAD, max_length=10, image_tokens=4)(rows)
+    collator = Collator(PAD, max_length=10, image_tokens=4, on_bad_example="skip")
     batch = collator(rows)
     assert batch.sources == ("chat.json#8",)
-    assert len(collator.skipped) == 1 and collator.skipped[0].startswith("chat.json#7")
+    assert len(collator.skipped) == 1 and collator.skipped[0].source == "chat.json#7"
+    assert collator.skipped[0].reason == "too-long"
 
 
 def test_bad_example_stand_ins_raise_or_are_dropped():
-    bad = BadExample("x.json#3", "corrupt image /x.png")
+    bad = BadExample("x.json#3", "corrupt image /x.png", "bad-image")
     with pytest.raises(BadExampleError, match=r"x\.json#3: corrupt image"):
         Collator(PAD, 10)([bad, example(3, 1, False, "ok")])
     batch, skipped = Collator(PAD, 10, on_bad_example="skip").collate([bad, example(3, 1, False, "ok")])
-    assert batch.sources == ("ok",) and skipped == ["x.json#3: corrupt image /x.png"]
+    assert batch.sources == ("ok",) and skipped == [bad]
 
 
 class ListDataset:
@@ -84,19 +85,20 @@ class ListDataset:
         return [(not isinstance(x, BadExample) and x.has_image, 3) for x in self.items]
 
 
-def test_loader_reports_skips_across_workers_and_resumes_by_batches(caplog):
+def test_loader_replaces_bad_examples_across_workers_and_resumes_by_batches():
     items = [example(3 + i % 3, 1, i % 2 == 0, f"d#{i}") for i in range(16)]
-    items[5] = BadExample("d#5", "missing image file")
-    ds = ListDataset(items)
+    items[5] = BadExample("d#5", "missing image file", "bad-image")
+    ds = ListDataset(items)  # d#5 counts as text-only, as its index is odd
     sampler = ModalityLengthSampler(ds.modality_lengths(), global_batch_size=4, per_device_batch_size=2, seed=3)
     loader = build_dataloader(ds, collator=Collator(PAD, 32, on_bad_example="skip"), sampler=sampler,
                               per_device_batch_size=2, num_workers=2, seed=0)
-    with caplog.at_level("WARNING"):
-        batches = list(loader)
-    assert len(batches) == len(loader) == 8
-    assert loader.skipped == ["d#5: missing image file"] and "skipped 1 bad example" in caplog.text
+    batches = list(loader)
+    assert len(batches) == len(loader) == 8 and all(len(b.sources) == 2 for b in batches)  # every batch full
+    assert loader.take_skipped() == [items[5]] and loader.take_skipped() == []
     rows = [s for b in batches for s in b.sources]
+    assert "d#5" not in rows and len(rows) == 16
     assert all(len({items[int(s[2:])].has_image for s in b.sources}) == 1 for b in batches)
+    assert [s for b in loader for s in b.sources] == rows  # the replacement is seeded: the same every pass
 
     it = iter(loader)
     taken = [next(it) for _ in range(3)]
@@ -107,3 +109,23 @@ def test_loader_reports_skips_across_workers_and_resumes_by_batches(caplog):
     loader2.load_state_dict(state)
     rest = [s for b in loader2 for s in b.sources]
     assert [s for b in taken for s in b.sources] + rest == rows
+
+
+def test_under_error_the_loader_raises_the_bad_example_without_a_worker_traceback():
+    items = [example(3, 1, False, f"d#{i}") for i in range(8)]
+    items[3] = BadExample("d#3", "corrupt image /x.png", "bad-image")
+    sampler = ModalityLengthSampler([(False, 3)] * 8, global_batch_size=4, per_device_batch_size=2, seed=0)
+    loader = build_dataloader(ListDataset(items), collator=Collator(PAD, 32), sampler=sampler,
+                              per_device_batch_size=2, num_workers=1)
+    with pytest.raises(BadExampleError) as raised:
+        list(loader)
+    assert str(raised.value) == "d#3: corrupt image /x.png"  # not "Caught ... in DataLoader worker process 0"
+
+
+def test_a_modality_with_no_usable_example_is_an_error_not_an_endless_search():
+    items = [BadExample(f"d#{i}", "missing image file", "bad-image") for i in range(4)]
+    sampler = ModalityLengthSampler([(True, 3)] * 4, global_batch_size=2, per_device_batch_size=2, seed=0)
+    loader = build_dataloader(ListDataset(items), collator=Collator(PAD, 32, on_bad_example="skip"),
+                              sampler=sampler, per_device_batch_size=2)
+    with pytest.raises(BadExampleError, match=r"no usable replacement among 64 other examples .*prism data check"):
+        list(loader)

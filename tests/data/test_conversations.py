@@ -81,7 +81,8 @@ def test_bad_entries_name_file_and_entry_or_are_counted(tmp_path, tokenizer, ent
     with pytest.raises(BadExampleError, match=rf"data\.json entry 1: .*{message}"):
         build(tmp_path, tokenizer, entries)
     ds = build(tmp_path, tokenizer, entries, on_bad_example="skip")
-    assert len(ds) == 1 and ds.bad_examples == 1 and ds.skipped[0].startswith("data.json#1:")
+    assert len(ds) == 1 and ds.bad_examples == 1 and str(ds.skipped[0]).startswith("data.json#1:")
+    assert ds.skipped_at_load[0].reason == "bad-entry" and ds.skipped_at_load[0].file == "data.json"
 
 
 def test_malformed_json_names_file_and_position(tmp_path, tokenizer):
@@ -101,7 +102,7 @@ def test_missing_and_corrupt_images_raise_naming_the_entry_or_become_counted_sta
         ds[1]
     skipping = build(tmp_path, tokenizer, entries, on_bad_example="skip")
     assert isinstance(skipping[0], BadExample) and isinstance(skipping[1], BadExample)
-    assert skipping.bad_examples == 2
+    assert skipping.bad_examples == 2 and {skipping[0].reason, skipping[1].reason} == {"bad-image"}
     with pytest.raises(BadExampleError, match=r"data\.json entry 0: .*gone\.png: missing image file"):
         build(tmp_path, tokenizer, entries, verify_images=True)
 

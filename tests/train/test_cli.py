@@ -51,4 +51,4 @@ def test_export_writes_a_loadable_model_for_a_chosen_step(tmp_path, toy_registry
     assert main(["--export", str(tmp_path / "toy"), "--step", "1"]) == 0
     model = load(tmp_path / "toy" / "export-step-00000001")
     assert model.projector is not None
-    assert main(["--export", str(tmp_path / "toy"), "--step", "5"]) == 1
+    assert main(["--export", str(tmp_path / "toy"), "--step", "5"]) == 2

@@ -97,7 +97,7 @@ def test_sigterm_saves_and_resume_continues_bitwise(tmp_path, toy_registry):
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text(spec_toml(str(tmp_path), run_name="stopped", save_every=2))
     stopped = run_worker(str(spec_file), PRISM_TEST_SIGTERM_AT_STEP="3")
-    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.returncode == 143, stopped.stderr  # 128 + SIGTERM, after saving
     run_dir = tmp_path / "stopped"
     assert "prism-run --resume" in stopped.stdout
     assert ckpt.latest_checkpoint(run_dir).name == "step-00000003"

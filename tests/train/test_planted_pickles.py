@@ -4,6 +4,8 @@ writes its marker file, which the first test proves — and each path must leave
 
 from __future__ import annotations
 
+import hashlib
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -34,6 +36,16 @@ def test_the_payload_is_live(tmp_path):
     marker = tmp_path / "ran"
     pickle.loads(payload_bytes(marker))
     assert marker.read_text() == "ran"
+
+
+def forge_manifest(checkpoint: Path) -> None:
+    """Rewrite ``meta.json``'s manifest to match the files as they now are: what an attacker who plants a file can do
+    too (a SHA-256 list is not a signature), so the reading itself must stay safe."""
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    for name in meta["files"]:
+        data = (checkpoint / name).read_bytes()
+        meta["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
 
 
 def _train(tmp_path: Path, strategy: str, capsys) -> Path:
@@ -78,6 +90,8 @@ def test_export_and_resume_refuse_a_planted_dcp_metadata(fsdp_run, tmp_path, cap
     marker = tmp_path / "ran"
     metadata = ckpt.latest_checkpoint(fsdp_run) / "dcp" / ".metadata"
     metadata.write_bytes(payload_bytes(marker))
+    _assert_refused(main(["--export", str(fsdp_run)]), capsys, marker, str(metadata), "the manifest says")
+    forge_manifest(metadata.parent.parent)
     _assert_refused(main(["--export", str(fsdp_run)]), capsys, marker, str(metadata), "builtins.exec")
     _assert_refused(main(["--resume", str(fsdp_run)]), capsys, marker, str(metadata), "nothing in it was run")
 
@@ -103,6 +117,7 @@ def test_resume_refuses_a_payload_planted_in_a_non_tensor_entry(fsdp_run, tmp_pa
         data = bytearray((dcp_dir / relative).read_bytes())
         data[offset:offset + length] = payload.ljust(length, b"\0")
         (dcp_dir / relative).write_bytes(bytes(data))
+    forge_manifest(dcp_dir.parent)
     _assert_refused(main(["--resume", str(fsdp_run)]), capsys, marker, str(dcp_dir), "nothing in it was run")
 
 
@@ -159,6 +174,7 @@ def test_resume_on_two_ranks_runs_nothing_planted(tmp_path, toy_registry, kind):
     dcp_dir = ckpt.latest_checkpoint(tmp_path / kind) / "dcp"
     dcp_dir.mkdir(exist_ok=True)
     (dcp_dir / ".metadata").write_bytes(payload_bytes(marker))
+    forge_manifest(dcp_dir.parent)
     resumed = _torchrun("--resume", str(tmp_path / kind))
     assert not marker.exists(), "the planted payload ran"
     if kind == "ddp":  # unsharded: dcp/ is never read

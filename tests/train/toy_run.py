@@ -56,8 +56,30 @@ class ToyDataSpec(DatasetSpec):
     seed: int = spec_field(0, help="content seed")
     answer_words: int = spec_field(4, help="longest answer, in words (benchmarks use long ones)")
 
-    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train") -> Any:
+    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train",
+              stage: str = "finetune") -> Any:
         return ToyDataset(self, tokenizer, prompt_format, image_transform)
+
+
+@attrs.frozen(kw_only=True)
+class ToyFilesSpec(DatasetSpec):
+    """A LLaVA-format annotation file and its images, read by prism-core's conversation reader (the reliability
+    tests plant bad images, entries and bytes in one)."""
+
+    kind: ClassVar[str] = "train-files"
+
+    annotations: str = spec_field(help="LLaVA chat JSON file")
+    images: str | None = spec_field(None, help="directory the entries' images are relative to (default: its own)")
+    on_bad_example: str = spec_field("error", help="error or skip")
+
+    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train",
+              stage: str = "finetune") -> Any:
+        from prism_core.data.conversations import ConversationDataset, load_conversations
+
+        records, bad = load_conversations(self.annotations, self.images, on_bad_example=self.on_bad_example)
+        return ConversationDataset(records, tokenizer=tokenizer, prompt_format=prompt_format,
+                                   image_transform=image_transform, on_bad_example=self.on_bad_example,
+                                   bad_at_load=bad)
 
 
 def registry() -> Registry:
@@ -65,7 +87,7 @@ def registry() -> Registry:
     from prism_plugin_fsdp.spec import FSDPSpec
     from prism_plugin_single.spec import SingleSpec
 
-    return fake_registry(extra=(ToyDataSpec, SingleSpec, DDPSpec, FSDPSpec))
+    return fake_registry(extra=(ToyDataSpec, ToyFilesSpec, SingleSpec, DDPSpec, FSDPSpec))
 
 
 def spec_toml(output_dir: str, run_name: str = "toy", model: dict | None = None, data: dict | None = None,

@@ -1,7 +1,8 @@
 """``python worker.py PRISM-RUN-ARGS...`` (or under torchrun): ``prism-run`` with the toy registry.
 
 Fault injection for the resume tests, by environment variable:
-- ``PRISM_TEST_SIGTERM_AT_STEP=N``: send SIGTERM to this process after optimizer step N;
+- ``PRISM_TEST_SIGTERM_AT_STEP=N`` / ``PRISM_TEST_SIGINT_AT_STEP=N``: send SIGTERM / SIGINT to this process after
+  optimizer step N;
 - ``PRISM_TEST_KILL_IN_SAVE_AT_STEP=N``: SIGKILL this process half-way through writing checkpoint N.
 """
 
@@ -19,14 +20,14 @@ from prism_core.registry import use_registry
 from tests.train.toy_run import registry
 
 
-class SigtermAtStep:
-    def __init__(self, step: int) -> None:
-        self.step = step
+class SignalAtStep:
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step, self.signum = step, signum
 
     @hookimpl
     def prism_after_train_step(self, step: int, metrics: dict) -> None:
         if step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.signum)
 
 
 def _kill_during_save(step: int) -> None:
@@ -44,7 +45,9 @@ def _kill_during_save(step: int) -> None:
 
 def main() -> int:
     if "PRISM_TEST_SIGTERM_AT_STEP" in os.environ:
-        get_plugin_manager().register(SigtermAtStep(int(os.environ["PRISM_TEST_SIGTERM_AT_STEP"])))
+        get_plugin_manager().register(SignalAtStep(int(os.environ["PRISM_TEST_SIGTERM_AT_STEP"])))
+    if "PRISM_TEST_SIGINT_AT_STEP" in os.environ:
+        get_plugin_manager().register(SignalAtStep(int(os.environ["PRISM_TEST_SIGINT_AT_STEP"]), signal.SIGINT))
     if "PRISM_TEST_KILL_IN_SAVE_AT_STEP" in os.environ:
         _kill_during_save(int(os.environ["PRISM_TEST_KILL_IN_SAVE_AT_STEP"]))
     from prism_core.cli.run import main as prism_run

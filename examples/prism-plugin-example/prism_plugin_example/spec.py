@@ -18,10 +18,10 @@ class ConvPatchSpec(VisionBackboneSpec):
         "conv-patch-base": {"image_size": 224, "patch_size": 16, "width": 384, "depth": 4},
     }
 
-    image_size: int = spec_field(224, help="square input resolution in pixels")
-    patch_size: int = spec_field(16, help="side of one patch; must divide image_size")
-    width: int = spec_field(256, help="feature channels per patch (the backbone's embed_dim)")
-    depth: int = spec_field(2, help="residual convolution blocks after the patch embedding")
+    image_size: int = spec_field(224, at_least=1, help="square input resolution in pixels")
+    patch_size: int = spec_field(16, at_least=1, help="side of one patch; must divide image_size")
+    width: int = spec_field(256, at_least=1, help="feature channels per patch (the backbone's embed_dim)")
+    depth: int = spec_field(2, at_least=0, help="residual convolution blocks after the patch embedding")
     weights: str | None = spec_field(None, help="a local .safetensors file; random initialisation when unset")
 
     @property
@@ -29,10 +29,9 @@ class ConvPatchSpec(VisionBackboneSpec):
         return (self.image_size // self.patch_size) ** 2
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        if self.patch_size < 1 or self.image_size % self.patch_size:
+        # Ranges are declared on the fields (at_least=...) and checked by prism; here only what spans fields.
+        if self.patch_size >= 1 and self.image_size % self.patch_size:
             yield "image_size", f"must be a multiple of patch_size ({self.patch_size}), got {self.image_size}"
-        if self.width < 1 or self.depth < 0:
-            yield "width", "width must be >= 1 and depth >= 0"
 
     def build(self):  # torch is imported only now, when a model is actually built
         from prism_plugin_example.backbone import ConvPatchBackbone

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from prism_core.data import BadExample, MissingDataError
 from prism_core.data.conversations import ConversationDataset, Record, load_conversations
 from prism_plugin_llava_data.spec import Component, LlavaSpec
 
@@ -32,19 +33,22 @@ def _resolve(root: Path, path: str) -> Path:
 
 
 def build_mixture(
-    spec: LlavaSpec, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train"
+    spec: LlavaSpec, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train",
+    stage: str = "finetune",
 ) -> LlavaMixture:
+    """The mixture of the components ``stage`` (``train.stage``) trains on."""
     if split != "train":
         raise ValueError(f"llava data has only a 'train' split, not {split!r}")
     root = Path(spec.root).expanduser()
-    default_format = "caption" if spec.stage == "align" else "chat"
+    data_stage = "align" if stage == "align" else "finetune"  # full-finetune reads the finetune components
+    default_format = "caption" if data_stage == "align" else "chat"
     records: list[Record] = []
     names: list[str] = []
-    bad: list[str] = []
-    for i, component in enumerate(spec.components):
+    bad: list[BadExample] = []
+    for i, component in enumerate(spec.components(stage)):
         part, part_bad = _load_component(root, component, default_format, spec)
         bad += part_bad
-        rng = random.Random(f"prism-llava:{spec.seed}:{spec.stage}:{i}:{component.annotations}")
+        rng = random.Random(f"prism-llava:{spec.seed}:{data_stage}:{i}:{component.annotations}")
         count = component.samples if component.samples is not None else round(component.weight * len(part))
         chosen = draw(count, len(part), rng)
         records += [part[j] for j in chosen]
@@ -53,10 +57,12 @@ def build_mixture(
                         image_transform=image_transform, on_bad_example=spec.on_bad_example, bad_at_load=bad)
 
 
-def _load_component(root: Path, c: Component, default_format: str, spec: LlavaSpec) -> tuple[list[Record], list[str]]:
+def _load_component(
+    root: Path, c: Component, default_format: str, spec: LlavaSpec
+) -> tuple[list[Record], list[BadExample]]:
     path = _resolve(root, c.annotations)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: annotation file not found (run `prism data prepare {spec.preset or 'ID'} "
+        raise MissingDataError(f"{path}: annotation file not found (run `prism data prepare {spec.preset or 'ID'} "
                                 f"--root {spec.root}` to download and prepare it)")
     return load_conversations(path, _resolve(root, c.images), format=c.format or default_format,  # type: ignore[arg-type]
                               on_bad_example=spec.on_bad_example, require_image=c.require_image,

@@ -1,4 +1,4 @@
-"""``prism data prepare``: added to the ``prism`` command line through the ``prism_add_cli_commands`` hook.
+"""``prism data prepare``: added to core's ``prism data`` through the ``prism_add_cli_commands`` hook.
 
 Torch-free, and the preparation code is imported only when the command runs, so ``prism --help`` stays fast.
 """
@@ -27,16 +27,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 @hookimpl
 def prism_add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="download and prepare training data")
-    commands = data.add_subparsers(dest="data_command", required=True)
-    prep = commands.add_parser(
-        "prepare", help="download, verify, extract and convert a data set (resumable)",
-        description="Download a LLaVA data set into ROOT the way the `llava` dataset presets expect it.",
-    )
-    prep.add_argument("id", choices=DATASET_IDS, help="data set id (a `llava` preset or a download group)")
-    prep.add_argument("--root", required=True, help="data root (the `root` field of the llava spec)")
-    prep.add_argument("--mirror", default=None,
-                      help="fetch every file as MIRROR/<key> over HTTP (default: $PRISM_DATA_MIRROR)")
-    prep.add_argument("--checksums", default=None, help="a SHA256SUMS file ('<sha256>  <key>' per line)")
-    prep.add_argument("--quiet", action="store_true", help="no progress bars")
-    prep.set_defaults(func=_prepare)
+    from prism_core.cli.data import prepare_ids
+
+    # prism data prepare is shared with other plugins that download data (e.g. the evaluation benchmarks).
+    prepare_ids(subparsers, {name: "LLaVA data (a `llava` preset or a download group)" for name in DATASET_IDS},
+                _prepare)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from prism_core.spec import DatasetSpec, spec_field
+from prism_core.spec import SEED_RANGE, DatasetSpec, spec_field
 
 ALIGN_DIR = "download/llava-laion-cc-sbu-558k"
 INSTRUCT_DIR = "download/llava-v1.5-instruct"
@@ -19,8 +19,10 @@ class Component:
 
     annotations: str = spec_field(help="LLaVA JSON file, relative to the spec's root (or absolute)")
     images: str = spec_field(help="directory the entries' 'image' paths are relative to (relative to root)")
-    weight: float = spec_field(1.0, help="examples drawn = round(weight × entries): 0.5 = a seeded half, 2 = twice")
-    samples: int | None = spec_field(None, help="draw exactly this many examples instead (overrides weight)")
+    weight: float = spec_field(
+        1.0, at_least=0, help="examples drawn = round(weight × entries): 0.5 = a seeded half, 2 = twice")
+    samples: int | None = spec_field(
+        None, at_least=0, help="draw exactly this many examples instead (overrides weight)")
     require_image: bool = spec_field(False, help="drop text-only entries (e.g. ShareGPT in mix665k)")
     format: Literal["chat", "caption"] | None = spec_field(
         None, help="chat (multi-turn) or caption (prompt dropped); default: caption for align, chat for finetune"
@@ -42,6 +44,9 @@ class LlavaSpec(DatasetSpec):
     """LLaVA-Pretrain captions (align) and LLaVA v1.5 chat data (finetune), mixed at run time."""
 
     kind: ClassVar[str] = "llava"
+    moved_fields: ClassVar[dict[str, str]] = {
+        "stage": "the stage is said once, in train.stage (align reads the `align` components, the finetune stages "
+                 "the `finetune` ones): remove data.stage"}
     # The original five dataset configs. The original shipped pre-merged mixture files; here the parts are
     # listed and mixed at run time (`prism data prepare` also writes the merged files, for compatibility).
     presets: ClassVar[dict[str, dict[str, Any]]] = {
@@ -53,29 +58,25 @@ class LlavaSpec(DatasetSpec):
     }
 
     root: str = spec_field("data", help="directory the component paths are relative to")
-    stage: Literal["align", "finetune"] = spec_field("finetune", help="which component list to train on")
-    align: tuple[Component, ...] = spec_field((), help="components for the align stage")
-    finetune: tuple[Component, ...] = spec_field((), help="components for the finetune stages")
-    seed: int = spec_field(7, help="seed for drawing the weighted subsets")
+    align: tuple[Component, ...] = spec_field((), help="components for train.stage = 'align'")
+    finetune: tuple[Component, ...] = spec_field(
+        (), help="components for train.stage = 'finetune' or 'full-finetune'")
+    seed: int = spec_field(7, **SEED_RANGE, help="seed for drawing the weighted subsets")
     verify_images: bool = spec_field(False, help="check every image file exists before training starts")
     on_bad_example: Literal["error", "skip"] = spec_field("error", help="unusable example: raise, or count and skip")
 
-    @property
-    def components(self) -> tuple[Component, ...]:
-        return self.align if self.stage == "align" else self.finetune
+    def components(self, stage: str) -> tuple[Component, ...]:
+        """The component list ``train.stage`` trains on."""
+        return self.align if stage == "align" else self.finetune
 
-    def problems(self) -> Iterator[tuple[str, str]]:
-        if not self.components:
-            yield self.stage, f"no components for the {self.stage} stage"
-        for name in ("align", "finetune"):
-            for i, c in enumerate(getattr(self, name)):
-                if c.weight < 0:
-                    yield f"{name}[{i}].weight", f"must be >= 0, got {c.weight}"
-                if c.samples is not None and c.samples < 0:
-                    yield f"{name}[{i}].samples", f"must be >= 0, got {c.samples}"
+    def stage_problems(self, stage: str) -> Iterator[tuple[str, str]]:
+        field = "align" if stage == "align" else "finetune"
+        if not self.components(stage):
+            yield field, f"no components for train.stage = {stage!r}"
 
-    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train") -> Any:
+    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train",
+              stage: str = "finetune") -> Any:
         from prism_plugin_llava_data.dataset import build_mixture
 
         return build_mixture(self, tokenizer=tokenizer, prompt_format=prompt_format,
-                             image_transform=image_transform, split=split)
+                             image_transform=image_transform, split=split, stage=stage)

@@ -56,13 +56,13 @@ def write_llava_tree(root: Path, n_chat=6, n_text=2, n_extra=10):
     return root
 
 
-def build(spec, split="train"):
+def build(spec, split="train", stage="finetune"):
     return spec.build(tokenizer=word_tokenizer(WORDS), prompt_format=ToyPromptFormat(),
-                      image_transform=image_transform(), split=split)
+                      image_transform=image_transform(), split=split, stage=stage)
 
 
 def test_align_stage_reads_captions_with_eos_and_no_prompt(tmp_path):
-    ds = build(LlavaSpec.from_preset("llava-v15", root=str(write_llava_tree(tmp_path)), stage="align"))
+    ds = build(LlavaSpec.from_preset("llava-v15", root=str(write_llava_tree(tmp_path))), stage="align")
     ex = ds[0]
     tok = word_tokenizer(WORDS)
     assert tok.convert_ids_to_tokens(ex.input_ids.tolist()) == ["<s>", "a", "cat", "</s>"]
@@ -253,3 +253,29 @@ class TestLlavaConformance(DatasetConformance):
     @pytest.fixture
     def dataset(self, tmp_path):
         return build(LlavaSpec.from_preset("llava-v15", root=str(write_llava_tree(tmp_path))))
+
+
+RUN = """schema = 1
+[model]
+vision = {{ kind = "clip", preset = "clip-vit-l-336px" }}
+llm = {{ kind = "llama2", preset = "vicuna-v15-7b" }}
+projector = {{ kind = "gelu-mlp" }}
+[data]
+kind = "llava"
+preset = "llava-v15"
+{data}
+[train]
+stage = "{stage}"
+"""
+
+
+def test_the_stage_is_said_once_in_train_stage_and_picks_the_components():
+    from prism_core.spec import SpecError, loads_spec
+
+    with pytest.raises(SpecError) as raised:
+        loads_spec(RUN.format(data='stage = "align"', stage="align"))
+    assert "data.stage: no longer a field here: the stage is said once, in train.stage" in str(raised.value)
+    with pytest.raises(SpecError, match=r"data\.align: no components for train\.stage = 'align'"):
+        loads_spec(RUN.format(data="align = []", stage="align"))
+    run = loads_spec(RUN.format(data="", stage="full-finetune"))
+    assert run.data.components(run.train.stage) == run.data.finetune

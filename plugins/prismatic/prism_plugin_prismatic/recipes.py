@@ -36,12 +36,11 @@ COMMON_TRAIN: dict[str, Any] = {
 SHARDING = {"align": "shard-grad-op", "finetune": "full-shard", "full-finetune": "full-shard"}
 LLM_MAX_LENGTH = 2048
 #: Field names of the other plugins' specs the recipes fill in (prism-plugin-timm-vision/siglip/clip/dinov2/fusion
-#: ``resize``; prism-plugin-llama2/hf-llm ``max_length``; prism-plugin-fsdp ``sharding``; prism-plugin-llava-data
-#: ``stage``). tests/interop validates every recipe against the installed plugins, so a rename there fails loudly.
+#: ``resize``; prism-plugin-llama2/hf-llm ``max_length``; prism-plugin-fsdp ``sharding``). tests/interop validates
+#: every recipe against the installed plugins, so a rename there fails loudly.
 VISION_RESIZE_FIELD = "resize"
 LLM_MAX_LENGTH_FIELD = "max_length"
 FSDP_SHARDING_FIELD = "sharding"
-DATA_STAGE_FIELD = "stage"
 
 
 def vision_kind(backbone_id: str) -> str:
@@ -88,10 +87,9 @@ def recipe(model_id: str, stage: str | None = None) -> dict[str, Any]:
     if stage != "align" and config["max_steps"] is not None:
         train["max_steps"] = config["max_steps"]
     train["strategy"] = {"kind": "fsdp", FSDP_SHARDING_FIELD: SHARDING[stage]}
-    # The llava data plugin keeps both stages' component lists in each mixture preset; ``stage`` picks one (align:
+    # The llava data plugin keeps both stages' component lists in each mixture preset; train.stage picks one (align:
     # the LLaVA-Pretrain 558K captions, the same for every mixture).
-    data = {"kind": "llava", "preset": config["dataset"],
-            DATA_STAGE_FIELD: "align" if stage == "align" else "finetune"}
+    data = {"kind": "llava", "preset": config["dataset"]}
     return {"schema": 1, "model": model, "data": data, "train": train}
 
 
