@@ -8,7 +8,12 @@ packaging and entry-point mistakes show up. Select plugins with ``PLUGINS=siglip
     nox                      # everything CI runs
     nox -s tests             # core and cross-plugin tests, every plugin installed
     nox -s "plugin(siglip)"  # core + one plugin (and the prism plugins it depends on), its own tests
+    nox -s tracker_wandb     # real trackers, installed as prism-core's extras: also tracker_tensorboard
+    nox -s vlm_eval_lmms     # lmms-eval --model prism (the vlm-eval plugin's lmms-eval extra)
     nox -s dev               # .venv with everything installed editable, for working on prism
+
+Pins of optional extras sit at the end of constraints.txt, after EXTRAS_MARKER: the base environment depends only on
+what comes before it, so pinning an extra does not rebuild it.
 """
 
 from __future__ import annotations
@@ -27,14 +32,20 @@ ROOT = Path(__file__).parent
 CONSTRAINTS = ROOT / "constraints.txt"
 BASE = ROOT / ".nox" / "_base"
 PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+# PRISM_REQUIRE_REAL_TOKENIZERS: a test that needs the real SentencePiece/BPE tokenizers fails, not skips, without them.
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+       "PRISM_REQUIRE_REAL_TOKENIZERS": "1"}
 # Third-party packages the base environment holds: everything prism and its plugins need, nothing of prism.
 BASE_PACKAGES = [
     "torch", "torchvision", "timm", "transformers", "tokenizers", "huggingface_hub", "safetensors", "pluggy", "attrs",
     "cattrs", "tomli-w", "pillow", "numpy", "tqdm", "pytest", "pytest-xdist", "hypothesis", "ruff",
+    "sentencepiece", "protobuf",
 ]
 
-nox.options.sessions = ["lint", "import_time", "tests", "plugin", "example_plugin"]
+EXTRAS_MARKER = b"# Optional extras"
+
+nox.options.sessions = ["lint", "import_time", "tests", "plugin", "example_plugin", "tracker_tensorboard",
+                        "tracker_wandb", "vlm_eval_lmms"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -47,7 +58,8 @@ def _selected_plugins() -> list[str]:
 def _base_site_packages() -> str:
     """Create (once per constraints.txt) the shared environment and return its site-packages path."""
     marker = BASE / "constraints.sha256"
-    digest = hashlib.sha256(CONSTRAINTS.read_bytes() + " ".join(BASE_PACKAGES).encode()).hexdigest()
+    base_constraints = CONSTRAINTS.read_bytes().partition(EXTRAS_MARKER)[0]
+    digest = hashlib.sha256(base_constraints + " ".join(BASE_PACKAGES).encode()).hexdigest()
     python = BASE / "bin" / "python"
     if not (marker.exists() and marker.read_text() == digest):
         venv.create(BASE, with_pip=True, clear=True)
@@ -57,7 +69,29 @@ def _base_site_packages() -> str:
     return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def _sentencepiece_test_model() -> None:
+    """Put mistral-common's 32k Llama-style SentencePiece model where prism_core.testing.tokenizers looks for it
+    ($PRISM_CACHE/test-data, default ~/.cache/prism/test-data): only the data file, from the pinned wheel."""
+    import tempfile
+    import zipfile
+
+    target = Path(os.environ.get("PRISM_CACHE") or Path.home() / ".cache" / "prism") / "test-data"
+    if (target / "tokenizer.model.v1").is_file():
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-c", CONSTRAINTS,
+                        "mistral-common", "-d", download], check=True)
+        wheel = next(Path(download).glob("mistral_common-*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read("mistral_common/data/tokenizer.model.v1")
+    partial = target / "tokenizer.model.v1.partial"
+    partial.write_bytes(data)
+    partial.rename(target / "tokenizer.model.v1")
+
+
 def _use_base(session: nox.Session) -> None:
+    _sentencepiece_test_model()
     base = _base_site_packages()
     site = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
                        silent=True).strip()
@@ -92,7 +126,7 @@ def _install(session: nox.Session, *paths: str) -> None:
 def tests(session: nox.Session) -> None:
     """Core and cross-plugin tests with every plugin installed."""
     _use_base(session)
-    _install(session, ".", *(f"plugins/{p}" for p in PLUGINS))
+    _install(session, ".[plot]", *(f"plugins/{p}" for p in PLUGINS))
     session.run("python", "-m", "pytest", "tests", "-q", *session.posargs)
 
 
@@ -112,6 +146,38 @@ def example_plugin(session: nox.Session) -> None:
     # Its tests compose it with a projector and the tiny Llama: install those the way a user would.
     _install(session, ".", "plugins/projectors", *_prism_dependencies("llama2"), "examples/prism-plugin-example")
     session.run("python", "-m", "pytest", "examples/prism-plugin-example/tests", "-q", *session.posargs)
+
+
+def _tracker_tests(session: nox.Session, tracker: str) -> None:
+    """prism-core with one tracker's extra, and the strategies the toy runs use: the tracker tests read back what real
+    runs wrote (W&B in offline mode: nothing leaves the machine)."""
+    _use_base(session)
+    _install(session, f".[{tracker}]", "plugins/single", "plugins/ddp", "plugins/fsdp")
+    session.run("python", "-m", "pytest", "tests/train/test_trackers.py", "-q", *session.posargs,
+                env={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "PRISM_REQUIRE_TRACKER": tracker})
+
+
+@nox.session
+def tracker_tensorboard(session: nox.Session) -> None:
+    _tracker_tests(session, "tensorboard")
+
+
+@nox.session
+def tracker_wandb(session: nox.Session) -> None:
+    _tracker_tests(session, "wandb")
+
+
+@nox.session
+def vlm_eval_lmms(session: nox.Session) -> None:
+    """`lmms-eval --model prism`: prism-plugin-vlm-eval with its lmms-eval extra, and the tiny SigLIP and Llama
+    plugins its test composes a model from, on a local lmms-eval task."""
+    _use_base(session)
+    needed = [d for p in ("vlm-eval", "siglip", "llama2", "projectors", "prompt-formats")
+              for d in _prism_dependencies(p)]
+    paths = [f"{d}[lmms-eval]" if d == "plugins/vlm-eval" else d for d in dict.fromkeys(needed)]
+    _install(session, ".", *paths)
+    session.run("python", "-m", "pytest", "plugins/vlm-eval/tests/test_lmms.py", "-q", *session.posargs,
+                env={"PRISM_REQUIRE_LMMS_EVAL": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
 @nox.session
@@ -145,6 +211,7 @@ def import_time(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def dev(session: nox.Session) -> None:
     """A development environment in .venv: everything installed editable, sharing the base torch install."""
+    _sentencepiece_test_model()
     _base_site_packages()
     target = ROOT / ".venv"
     if not (target / "bin" / "python").exists():
@@ -156,6 +223,7 @@ def dev(session: nox.Session) -> None:
                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "_prism_base.pth").write_text(base + "\n")
-    editable = [arg for p in [".", *(f"plugins/{p}" for p in PLUGINS)] for arg in ("-e", p)]
+    # The plot extra: the quickstart draws its curves (prism plot) into the run directory.
+    editable = [arg for p in [".[plot]", *(f"plugins/{p}" for p in PLUGINS)] for arg in ("-e", p)]
     session.run(python, "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), *editable, external=True)
     session.log(f"ready: source .venv/bin/activate  (python {sys.version.split()[0]})")

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 
 import prism_core
-from prism_core.spec import SpecError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,16 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from prism_core.cli.console import show_warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_warnings("prism")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
         return int(args.func(args) or 0)
-    except SpecError as exc:  # a user's mistake: list every problem, no traceback
-        print(exc, file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `prism plugins | head`: the reader left, nothing is wrong
@@ -48,7 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
+    except Exception as exc:
+        # A spec error is a user's mistake: list every problem, no traceback. prism_core.spec (attrs, cattrs) is
+        # not imported up front: `prism plugins` does not need it, and an error raised without it is no SpecError.
+        spec = sys.modules.get("prism_core.spec")
+        if spec is not None and isinstance(exc, spec.SpecError):
+            print(exc, file=sys.stderr)
+            return 2
+        raise
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,8 +24,12 @@ def _export_hf(args: argparse.Namespace) -> int:
 def _hub_push(args: argparse.Namespace) -> int:
     from prism_plugin_prismatic.hub import push_to_hub
 
-    url = push_to_hub(args.model, args.repo_id, token=args.hf_token, revision=args.revision, private=args.private,
-                      training_spec=args.training_spec)
+    try:
+        url = push_to_hub(args.model, args.repo_id, token=args.hf_token, revision=args.revision,
+                          private=args.private, training_spec=args.training_spec)
+    except (FileNotFoundError, ValueError) as exc:  # not a saved model, or a broken eval*.json: nothing was pushed
+        print(f"prism hub push: {exc}", file=sys.stderr)
+        return 2
     print(url)
     return 0
 
@@ -57,13 +61,15 @@ def prism_add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
     hub = subparsers.add_parser("hub", help="push prism models to / pull them from the Hugging Face Hub")
     actions = hub.add_subparsers(dest="action", required=True)
     push = actions.add_parser("push", help="upload a saved prism model (safetensors, spec, model card)")
-    push.add_argument("model", help="saved prism model directory")
+    push.add_argument("model", help="a saved prism model directory, or a run directory (its final model, with its "
+                                    "evaluation and training curves in the model card)")
     push.add_argument("repo_id", help="e.g. my-org/my-vlm")
     push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     push.add_argument("--private", action="store_true")
     push.add_argument("--hf-token", default=None)
     push.add_argument("--training-spec", default=None,
-                      help="the run spec (TOML) that trained the model, for the card's training-data section")
+                      help="the run spec (TOML) that trained the model, for the card's training-data section "
+                           "(default for a run directory: its spec.toml)")
     push.set_defaults(func=_hub_push)
     pull = actions.add_parser("pull", help="download a prism model into the Hub cache and print its directory")
     pull.add_argument("repo_id")

@@ -3,7 +3,9 @@
 
 A pushed repository holds exactly what ``prism_core.save`` writes (``model.toml``, ``model.safetensors``,
 ``prism.json``) plus a generated ``README.md`` model card stating the composition and training data, so
-``prism_core.load("owner/name")`` rebuilds the model anywhere the plugins are installed.
+``prism_core.load("owner/name")`` rebuilds the model anywhere the plugins are installed. Pushing a run directory
+(``prism-run``'s output: its final ``model/``) also puts the run's evaluation reports (``eval*.json``) and its
+training curves (``curves.png``, drawn by ``prism plot``) into the card.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODEL_FILES = ("model.toml", "model.safetensors", "prism.json")
+PLOT_FILE = "curves.png"
 
 
 def _describe(table: dict[str, Any] | None) -> str:
@@ -40,9 +43,67 @@ def _filled_data(data: dict[str, Any] | None) -> dict[str, Any] | None:
         return data
 
 
-def model_card(model_dir: str | Path, repo_id: str, training_spec: str | Path | None = None) -> str:
+def model_and_run_dirs(path: str | Path) -> tuple[Path, Path | None]:
+    """(saved model directory, the run directory it was trained in, or None) for a run directory (meaning its final
+    ``model/``), a run's ``model/``, or any saved model directory."""
+    path = Path(path)
+    if (path / "spec.toml").is_file() and (path / "model" / "model.toml").is_file():
+        return path / "model", path
+    if path.name == "model" and (path.parent / "spec.toml").is_file():
+        return path, path.parent
+    return path, None
+
+
+BLIND_CONTROL = ("*blind*: the same questions with the image replaced by zeros, the model choosing among each "
+                 "question type's valid answers (*blind gen*: answering freely); a model that uses the image falls to "
+                 "chance there.")
+
+
+def _evaluation(run_dir: Path) -> list[str]:
+    """The card's evaluation section: the run's benchmark results (``evaluation/model/results.json``) and every
+    held-out report (``eval*.json``, with the blind control), as ``prism eval`` prints them."""
+    import json
+
+    from prism_core.evaluation import RESULTS_FILE, format_summary
+    from prism_core.evaluation.conversations import format_report
+
+    benchmarks = run_dir / "evaluation" / "model" / RESULTS_FILE
+    sections = [(benchmarks, format_summary)] if benchmarks.is_file() else []
+    sections += [(path, format_report) for path in sorted(run_dir.glob("eval*.json"))]
+    lines = ["## Evaluation", ""] if sections else []
+    for path, formatter in sections:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            table = formatter(report)
+        except (ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as exc:
+            raise ValueError(f"{path}: not an evaluation report written by prism eval ({type(exc).__name__}: "
+                             f"{exc})") from None
+        if formatter is format_summary:
+            lines += ["Benchmarks (`prism eval`), the final model:"]
+        else:
+            lines += [f"Held-out exact match, `{path.name}`, {report.get('split', '?')} split. {BLIND_CONTROL}"]
+        lines += ["", "```text", table, "```", ""]
+    return lines
+
+
+def _curves(run_dir: Path, tmp: Path) -> Path | None:
+    """The run's curves, drawn now (the run may have gone on since it last drew them), else the ones it has."""
+    from prism_core.plot import PlotError, PlotUnavailableError, plot_runs
+
+    try:
+        return plot_runs([run_dir], tmp / PLOT_FILE)
+    except PlotUnavailableError:  # no matplotlib here: the image the run drew, if it did
+        existing = run_dir / PLOT_FILE
+        return existing if existing.is_file() else None
+    except PlotError:  # no metrics.jsonl: nothing to draw
+        return None
+
+
+def model_card(model_dir: str | Path, repo_id: str, training_spec: str | Path | None = None, *,
+               run_dir: str | Path | None = None, with_curves: bool = False) -> str:
     """README.md text: YAML metadata, the composition from ``model.toml``, the data from a training spec (a file or
-    a named spec, e.g. ``prism-dinosiglip+7b``) if given."""
+    a named spec, e.g. ``prism-dinosiglip+7b``) if given; with ``run_dir``, its evaluation reports, and with
+    ``with_curves``, the training curves (``curves.png``, uploaded beside the card)."""
     model = tomllib.loads((Path(model_dir) / "model.toml").read_text(encoding="utf-8"))
     model = model.get("model", model)  # a RunSpec-shaped file nests the model table
     run: dict[str, Any] = {}
@@ -69,7 +130,13 @@ def model_card(model_dir: str | Path, repo_id: str, training_spec: str | Path | 
         lines += [f"- `{c['annotations']}`" for c in components if isinstance(c, dict) and "annotations" in c]
     else:
         lines.append("Not recorded with this upload.")
-    lines += ["", "## Use", "", "```python", "import prism_core", "", f'vlm = prism_core.load("{repo_id}")',
+    lines.append("")
+    if run_dir is not None:
+        lines += _evaluation(Path(run_dir))
+    if with_curves:
+        lines += ["## Training curves", "", f"![loss, learning rate, gradient norm and held-out accuracy against "
+                  f"steps]({PLOT_FILE})", ""]
+    lines += ["## Use", "", "```python", "import prism_core", "", f'vlm = prism_core.load("{repo_id}")',
               "```", "", "The full resolved spec is `model.toml`; plugin versions are in `prism.json`.", ""]
     return "\n".join(lines)
 
@@ -77,12 +144,14 @@ def model_card(model_dir: str | Path, repo_id: str, training_spec: str | Path | 
 def push_to_hub(model: Any, repo_id: str, *, token: str | None = None, revision: str | None = None,
                 private: bool = False, training_spec: str | Path | None = None,
                 commit_message: str = "Upload prism model") -> str:
-    """Upload a saved model directory (or a ``PrismVLM``, saved first) in one commit; returns the commit URL."""
+    """Upload a saved model directory, a run directory (its final model, evaluation and curves), or a ``PrismVLM``
+    (saved first), in one commit; returns the commit URL. A run's ``spec.toml`` is the default ``training_spec``."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    run_dir = None
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, (str, Path)):
-            model_dir = Path(model)
+            model_dir, run_dir = model_and_run_dirs(model)
         else:
             import prism_core
 
@@ -90,13 +159,19 @@ def push_to_hub(model: Any, repo_id: str, *, token: str | None = None, revision:
         missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
         if missing:
             raise FileNotFoundError(f"{model_dir} is not a saved prism model: {', '.join(missing)} missing")
+        if run_dir is not None and training_spec is None:
+            training_spec = run_dir / "spec.toml"
+        curves = _curves(run_dir, Path(tmp)) if run_dir is not None else None
+        card = model_card(model_dir, repo_id, training_spec, run_dir=run_dir,
+                          with_curves=curves is not None).encode("utf-8")  # before touching the Hub: it may fail
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        card = model_card(model_dir, repo_id, training_spec).encode("utf-8")
         operations = [CommitOperationAdd(f, str(model_dir / f)) for f in MODEL_FILES]
         operations.append(CommitOperationAdd("README.md", card))
+        if curves is not None:
+            operations.append(CommitOperationAdd(PLOT_FILE, str(curves)))
         info = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
         return str(info.commit_url)
 

@@ -127,3 +127,83 @@ def test_model_card_names_the_composition_and_training_data(tmp_path):
     assert "- `download/llava-v1.5-instruct/lrv_instruct_342k.json`" in card
     assert 'prism_core.load("me/vlm")' in card
     assert "Not recorded with this upload." in model_card(saved, "me/vlm")
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    """A finished run directory as prism-run leaves it: spec.toml, metrics.jsonl, eval.json and the final model/."""
+    import json
+
+    from prism_core.train.trackers import JsonLinesTracker
+
+    run = tmp_path / "runs" / "tiny-20261201-120000"
+    prism_core.save(_model(), run / "model")
+    (run / "spec.toml").write_text(recipe_toml("prism-dinosiglip+7b"))
+    tracker = JsonLinesTracker(run)
+    for step in range(1, 11):
+        tracker.log({"loss": 2.0 / step, "learning_rate": 1e-3, "grad_norm": 1.0 / step}, step)
+    tracker.close()
+    by_type = {"colour": {"accuracy": 0.9, "num_examples": 10}, "shape": {"accuracy": 0.7, "num_examples": 10}}
+    blind = {"colour": {"accuracy": 0.2, "num_examples": 10}, "shape": {"accuracy": 0.3, "num_examples": 10}}
+    (run / "eval.json").write_text(json.dumps({
+        "split": "test", "with_image": {"accuracy": 0.8, "num_examples": 20, "by_type": by_type},
+        "blind": {"accuracy": 0.25, "num_examples": 20, "by_type": blind},
+        "chance": {"colour": 1 / 6, "shape": 0.25}, "samples": []}))
+    return run
+
+
+def test_pushing_a_run_puts_its_evaluation_and_curves_in_the_card(hub, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = _run_dir(tmp_path)
+    push_to_hub(run, "me/run-vlm", token=TOKEN)
+    files = hub.files("me/run-vlm")
+    assert set(files) == {*MODEL_FILES, "README.md", "curves.png"}
+    assert files["model.safetensors"] == (run / "model" / "model.safetensors").read_bytes()  # the run's final model
+    assert files["curves.png"].startswith(b"\x89PNG\r\n\x1a\n")  # drawn at push time from metrics.jsonl
+    card = files["README.md"].decode()
+    assert "## Evaluation" in card and "Held-out exact match, `eval.json`, test split." in card
+    assert "colour               90.0%      20.0%    16.7%     10" in card  # the table prism eval prints
+    assert "overall              80.0%      25.0%    20.8%     20" in card
+    assert "](curves.png)" in card
+    assert "`llava` (preset `llava-lvis4v-lrv`)" in card  # training data from the run's spec.toml
+    assert "Benchmarks" not in card  # no benchmark was run
+
+
+def test_the_runs_benchmark_results_go_in_the_card(hub, tmp_path):
+    import json
+
+    run = _run_dir(tmp_path)
+    (run / "evaluation" / "model").mkdir(parents=True)
+    (run / "evaluation" / "model" / "results.json").write_text(json.dumps({"tasks": {"pope": {
+        "headline": "accuracy", "metrics": {"accuracy": 0.875, "f1": 0.8}, "num_examples": 500,
+        "seconds": 10.0, "examples_per_s": 50.0}}}))
+    push_to_hub(run, "me/run-vlm", token=TOKEN)
+    card = hub.files("me/run-vlm")["README.md"].decode()
+    assert "Benchmarks (`prism eval`), the final model:" in card
+    table = card.split("Benchmarks (`prism eval`), the final model:")[1].split("```text\n")[1].split("```")[0]
+    assert [line.split() for line in table.strip().splitlines()] == [
+        ["task", "metric", "value", "n", "q/s"], ["pope", "accuracy", "87.50", "500", "50.0"], ["f1", "80.00"]]
+
+
+def test_without_matplotlib_the_card_shows_the_curves_the_run_drew(hub, tmp_path, monkeypatch):
+    from PIL import Image
+
+    run = _run_dir(tmp_path)
+    Image.new("RGB", (40, 30), (31, 119, 180)).save(run / "curves.png")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    push_to_hub(run / "model", "me/run-vlm", token=TOKEN)  # the run's model/ finds its run too
+    files = hub.files("me/run-vlm")
+    assert files["curves.png"] == (run / "curves.png").read_bytes()
+    assert "](curves.png)" in files["README.md"].decode()
+    (run / "curves.png").unlink()  # no image and no matplotlib: no curves section, the rest as before
+    push_to_hub(run, "me/run-vlm-2", token=TOKEN)
+    assert "curves.png" not in hub.files("me/run-vlm-2") and "## Evaluation" in hub.files("me/run-vlm-2")[
+        "README.md"].decode()
+
+
+def test_a_broken_evaluation_report_stops_the_push_naming_the_file(hub, tmp_path):
+    run = _run_dir(tmp_path)
+    (run / "eval-train.json").write_text('{"split": "train"}')
+    with pytest.raises(ValueError, match=r"eval-train\.json: not an evaluation report"):
+        push_to_hub(run, "me/run-vlm", token=TOKEN)
+    assert "me/run-vlm" not in hub.repos  # the card is written before anything reaches the Hub
