@@ -26,6 +26,7 @@ _LAZY = {
     "ModelSpec": "prism_core.spec",
     "TrainSpec": "prism_core.spec",
     "EvalSpec": "prism_core.spec",
+    "evaluate": "prism_core.evaluation",
     "SpecError": "prism_core.spec",
     "get_registry": "prism_core.registry",
     "available_models": "prism_core.models",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +23,7 @@ ASSISTANT: Literal["gpt"] = "gpt"
 
 
 class Role(str, enum.Enum):
-    """The six plugin roles; the value is the suffix of the entry-point group ``prism.<value>``."""
+    """The plugin roles; the value is the suffix of the entry-point group ``prism.<value>``."""
 
     VISION_BACKBONE = "vision_backbones"
     LLM_BACKBONE = "llm_backbones"
@@ -31,6 +31,8 @@ class Role(str, enum.Enum):
     PROMPT_FORMAT = "prompt_formats"
     DATASET = "datasets"
     TRAIN_STRATEGY = "train_strategies"
+    EVAL_TASK = "eval_tasks"
+    MODEL_ADAPTER = "model_adapters"
 
     @property
     def group(self) -> str:
@@ -49,6 +51,8 @@ _ROLE_LABELS = {
     "prompt_formats": "prompt format",
     "datasets": "dataset",
     "train_strategies": "train strategy",
+    "eval_tasks": "evaluation task",
+    "model_adapters": "model adapter",
 }
 
 
@@ -85,6 +89,19 @@ class Example:
     @property
     def has_image(self) -> bool:
         return self.pixel_values is not None
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    """One item of an evaluation task: ``id`` is unique within the task and keys its prediction; ``image`` is the
+    image file (None: text only), opened by the evaluation runner; ``fields`` are what the task builds the prompt
+    from and scores against (JSON-able: questions, reference answers, boxes); ``source`` names the annotation file
+    and entry, for error messages."""
+
+    id: str
+    image: str | None
+    fields: dict[str, Any]
+    source: str = ""
 
 
 @dataclass
