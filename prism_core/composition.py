@@ -169,13 +169,14 @@ def _check_widths(spec: ModelSpec, vision: Any, projector: Any, llm: Any) -> Non
         problems.append(("projector", f"output width {projector.out_dim} != LLM width {llm.embed_dim}"))
     from prism_core.protocols import image_tokens
 
-    tokens = image_tokens(projector, int(vision.num_patches))
-    if tokens != spec.projector.num_tokens(int(vision.num_patches)):
-        problems.append(("projector", f"the module makes {tokens} image tokens of {vision.num_patches} patches but "
-                                      f"its spec's num_tokens says {spec.projector.num_tokens(int(vision.num_patches))}"
-                                      " (they must agree: `prism data check` budgets with the spec's)"))
+    patches = int(vision.num_patches)
+    tokens, said = image_tokens(projector, patches), spec.projector.num_tokens(patches)
+    if tokens != said:
+        problems.append(("projector", f"the module makes {tokens} image tokens of {patches} patches but its spec's "
+                                      f"num_tokens says {said} (they must agree: `prism data check` budgets with the "
+                                      "spec's)"))
     elif tokens < 1:
-        problems.append(("projector", f"makes {tokens} image tokens of {vision.num_patches} patches"))
+        problems.append(("projector", f"makes {tokens} image tokens of {patches} patches"))
     if problems:
         raise SpecError(problems, "model")
 

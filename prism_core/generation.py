@@ -1,7 +1,8 @@
 """Batched generation and answer scoring for ``PrismVLM``.
 
-Generation tokenizes each prompt (BOS added), left-pads the batch, splices image patches after each row's BOS and
-makes one KV-cached ``llm_backbone.generate`` call for all rows, so rows stop at their own EOS. Scoring returns the
+Generation tokenizes each prompt (BOS added), left-pads the batch, splices each image's tokens (as many as the
+projector makes: ``PrismVLM.num_image_tokens``) after its row's BOS and makes one KV-cached
+``llm_backbone.generate`` call for all rows, so rows stop at their own EOS. Scoring returns the
 probability of each candidate answer, normalised over the candidates (multi-token candidates are scored by their
 joint probability under teacher forcing; single-token ones from one forward pass, as the original does).
 """

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from prism_core import generation
+from prism_core.protocols import image_tokens
 from prism_core.types import IGNORE_INDEX
 
 if TYPE_CHECKING:
@@ -34,6 +35,13 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 
 #: Short aliases accepted in trainable patterns: ``llm.*layers.1.*`` means ``llm_backbone.*layers.1.*``.
 _PATTERN_ALIASES = {"vision_backbone.": "vision.", "llm_backbone.": "llm."}
+
+
+def matching_patterns(name: str, patterns: Sequence[str]) -> list[str]:
+    """The trainable-style patterns (fnmatch, ``vision.``/``llm.`` aliases) among ``patterns`` that match the
+    parameter or module ``name``."""
+    names = [name] + [alias + name[len(full):] for full, alias in _PATTERN_ALIASES.items() if name.startswith(full)]
+    return [p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)]
 
 
 class NoSupervisedTokensError(ValueError):
@@ -82,6 +90,12 @@ class PrismVLM(nn.Module):
         self.keep_all_branches_in_graph = False
         self.stage: str | None = None
         self._dummy_pixels: PixelValues | None = None
+        #: Materialisation (``prism_core.materialize``): the seed of components without their own ``init_seed``,
+        #: and the saved model whose weights this one starts from (``ModelSpec.init_from``).
+        self.init_seed: int = spec.seed if spec is not None else 0
+        self.init_from: str | None = None
+        #: The ``ModelAdapter`` injected by ``prism_core.adapters.adapt`` (LoRA, ...), or None.
+        self.adapter: Any = None
 
     # -- properties --------------------------------------------------------------------------------------------
     @property
@@ -90,7 +104,15 @@ class PrismVLM(nn.Module):
 
     @property
     def num_patches(self) -> int:
+        """Patch features the vision backbone makes of one image."""
         return int(self.vision_backbone.num_patches)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Embeddings spliced into the LLM's sequence per image: the projector's count for the backbone's patches
+        (``num_patches`` for a projector that keeps one per patch). The one number that text budgets, length
+        grouping, packing, generation and export use."""
+        return image_tokens(self.projector, self.num_patches)
 
     @property
     def tokenizer(self) -> Any:
@@ -99,6 +121,14 @@ class PrismVLM(nn.Module):
     @property
     def image_transform(self) -> Any:
         return self.vision_backbone.image_transform
+
+    def initial_state(self) -> dict[str, torch.Tensor]:
+        """Materialisation hook: the warm start's weights (memory-mapped, every key checked), or ``{}``."""
+        if self.init_from is None:
+            return {}
+        from prism_core.io import read_weights
+
+        return read_weights(self, self.init_from)
 
     # -- freezing ----------------------------------------------------------------------------------------------
     def configure_trainable(self, stage: str, trainable_patterns: Sequence[str] | None = None) -> list[str]:
@@ -120,9 +150,7 @@ class PrismVLM(nn.Module):
             patterns = list(trainable_patterns)
             matched = dict.fromkeys(patterns, False)
             for name, param in self.named_parameters():
-                names = [name] + [alias + name[len(full):] for full, alias in _PATTERN_ALIASES.items()
-                                  if name.startswith(full)]
-                hits = [p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)]
+                hits = matching_patterns(name, patterns)
                 param.requires_grad_(bool(hits))
                 for p in hits:
                     matched[p] = True
@@ -152,7 +180,7 @@ class PrismVLM(nn.Module):
         return pixel_values.to(device=device, dtype=dtype)
 
     def embed_images(self, pixel_values: PixelValues) -> torch.Tensor:
-        """``[M, num_patches, llm_dim]`` projected patch embeddings; no autograd graph through a frozen tower."""
+        """``[M, num_image_tokens, llm_dim]`` image embeddings; no autograd graph through a frozen tower."""
         with torch.set_grad_enabled(self._vision_needs_grad()):
             features = self.vision_backbone(self._cast_pixels(pixel_values))
         return self.projector(features)
@@ -176,10 +204,10 @@ class PrismVLM(nn.Module):
         *,
         pad_text_rows_left: bool = False,
     ) -> Spliced:
-        """Insert ``patch_embeds[m]`` after the BOS of row ``multimodal_indices[m]``.
+        """Insert ``patch_embeds[m]`` (the image's tokens) after the BOS of row ``multimodal_indices[m]``.
 
         BOS is the first attended token of a row, so right-padded (training) and left-padded (generation) rows
-        both work. When any row has an image, every row grows by ``num_patches``; text-only rows get masked zero
+        both work. When any row has an image, every row grows by ``num_image_tokens``; text-only rows get masked zero
         embeddings (IGNORE labels) at the end, or at the start with ``pad_text_rows_left`` (generation).
         """
         embeds = self.llm_backbone.embed_input_ids(input_ids)

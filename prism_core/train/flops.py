@@ -4,6 +4,10 @@ Per token a matmul parameter costs 2 FLOPs forward, 2 more for the activation gr
 gradient. So a trainable component costs ``6·N`` per token it processes, a frozen one that gradients flow through
 (the LLM in the align stage) ``4·N``, and a frozen one with nothing trainable before it (the vision tower) ``2·N``.
 Attention score FLOPs and embedding lookups are left out, so the estimate is slightly low for long sequences.
+
+Per image, the vision tower processes every patch and the projector is charged once per image token it emits: exact
+for the MLP projectors, after a pixel shuffle and for ``pool-mlp`` (which pools before its MLP); low for a resampler,
+whose input projection and keys/values also run over every patch. The LLM's image tokens are in its token count.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from prism_core.protocols import image_tokens
 
 #: Dense bf16 tensor-core peak per device, TFLOP/s (vendor datasheets, without sparsity).
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
@@ -53,7 +59,8 @@ def flops_model(model: torch.nn.Module) -> FlopsModel:
     p_total, p_train = _counted_params(projector)
     l_total, l_train = _counted_params(llm)
     patches = int(getattr(vision, "num_patches", 0) or 0)
-    per_image = patches * (_cost(v_total, v_train, False) + _cost(p_total, p_train, v_train > 0))
+    tokens = image_tokens(projector, patches) if projector is not None else patches
+    per_image = patches * _cost(v_total, v_train, False) + tokens * _cost(p_total, p_train, v_train > 0)
     return FlopsModel(_cost(l_total, l_train, (p_train + v_train) > 0), per_image)
 
 

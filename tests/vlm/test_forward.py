@@ -43,7 +43,7 @@ def test_mixed_batch_loss_equals_rows_computed_separately(which: str, request: p
 
 def test_patches_follow_bos_and_are_never_supervised(vlm) -> None:
     batch = make_batch(vlm, ROWS)
-    n = vlm.num_patches
+    n = vlm.num_image_tokens
     with torch.no_grad():
         out = vlm.forward_batch(batch)
     assert out.logits.shape[1] == batch.input_ids.shape[1] + n

@@ -76,7 +76,7 @@ def _joint_probability(vlm, img, prompt: str, answer: str) -> float:
     pixels = vlm.image_transform(img)[None]
     with torch.no_grad():
         logits = vlm(ids, torch.ones_like(ids, dtype=torch.bool), pixel_values=pixels).logits[0]
-    offset = vlm.num_patches + len(prompt_ids)
+    offset = vlm.num_image_tokens + len(prompt_ids)
     log_probs = torch.log_softmax(logits.float(), -1)
     return float(sum(log_probs[offset - 1 + k, t] for k, t in enumerate(answer_ids)))
 

@@ -6,10 +6,11 @@ causal LM, and one image spliced as a run of ``<image>`` tokens. prism puts the 
 exported prompt is ``<s><image>…<image>{text}`` — the same sequence, hence the same logits.
 
 Not expressible, with the reason in the error: fused towers (Llava has one ``vision_tower``), the 3-layer
-``fused-gelu-mlp`` and the 1-layer ``linear`` projector (Llava's projector is always Linear → act → Linear), towers
-with register tokens, LayerScale or normalised q/k (DINOv2: no exact HF mapping here). The tower's feature layer is
-found numerically (the prism features must equal one hidden state of the mapped HF tower), so a mapping that is not
-exact is refused instead of exported silently wrong.
+``fused-gelu-mlp`` and the 1-layer ``linear`` projector (Llava's projector is always Linear → act → Linear),
+projectors that change the number of image tokens (``pixel-shuffle-mlp``, ``pool-mlp``, ``resampler``: Llava
+splices one embedding per patch), towers with register tokens, LayerScale or normalised q/k (DINOv2: no exact HF
+mapping here). The tower's feature layer is found numerically (the prism features must equal one hidden state of the
+mapped HF tower), so a mapping that is not exact is refused instead of exported silently wrong.
 """
 
 from __future__ import annotations
@@ -137,16 +138,27 @@ def _causal_lm(llm_backbone: nn.Module) -> nn.Module:
     return models[0]
 
 
-def _projector_layers(projector: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+def _projector_layers(vlm: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+    projector = vlm.projector
+    kind = getattr(getattr(vlm.spec, "projector", None), "kind", None) or type(projector).__name__
+    tokens, patches = vlm.num_image_tokens, vlm.num_patches
+    if tokens != patches:
+        raise ExportError(
+            f"Llava splices one projected embedding per vision patch ({patches}), but this projector ({kind}) makes "
+            f"{tokens} image tokens of them: Llava has no pixel shuffle, pooling or resampling step to express "
+            f"that; export a model trained with projector kind 'gelu-mlp'")
     linears = [m for m in projector.modules() if isinstance(m, nn.Linear)]
     gelus = [m for m in projector.modules() if isinstance(m, nn.GELU)]
-    if len(linears) == 2 and len(gelus) == 1 and gelus[0].approximate == "none":
+    others = sorted({type(m).__name__ for m in projector.modules()
+                     if not isinstance(m, (nn.Linear, nn.GELU)) and any(True for _ in m.parameters(recurse=False))})
+    if len(linears) == 2 and len(gelus) == 1 and gelus[0].approximate == "none" and not others \
+            and linears[0].in_features == vlm.vision_backbone.embed_dim:
         return linears[0], linears[1]
-    kind = getattr(getattr(projector, "spec", None), "kind", type(projector).__name__)
+    extra = f" and {', '.join(others)} layers with weights" if others else ""
     raise ExportError(
-        f"Llava's projector is exactly Linear → GELU → Linear; this projector ({kind}) has {len(linears)} linear "
-        f"layers — the 'fused-gelu-mlp' (3 layers) and 'linear' (1 layer) projectors need a custom class; "
-        f"retrain or finetune with projector kind 'gelu-mlp' to export to Llava")
+        f"Llava's projector is exactly Linear → GELU → Linear on the vision width; this projector ({kind}) has "
+        f"{len(linears)} linear layers{extra} — the 'fused-gelu-mlp' (3 layers) and 'linear' (1 layer) projectors "
+        f"need a custom class; retrain or finetune with projector kind 'gelu-mlp' to export to Llava")
 
 
 def _image_token_id(tokenizer: Any, vocab_rows: int) -> tuple[int, bool]:
@@ -164,7 +176,7 @@ def build_llava(vlm: nn.Module) -> tuple[nn.Module, Any, int]:
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     vit = _timm_vit(vlm.vision_backbone)
-    linear_1, linear_2 = _projector_layers(vlm.projector)
+    linear_1, linear_2 = _projector_layers(vlm)
     causal_lm = _causal_lm(vlm.llm_backbone)
     vision_config, vision_weights, strategy = _vision_config(vit)
     tokenizer = copy.deepcopy(vlm.llm_backbone.tokenizer)

@@ -12,20 +12,28 @@ from prism_core.spec import ModelSpec, structure
 from prism_core.testing.fakes import fake_registry
 
 timm_spec = pytest.importorskip("prism_plugin_timm_vision.spec")
-from prism_plugin_projectors.spec import FusedGeluMLPProjectorSpec, GeluMLPProjectorSpec  # noqa: E402
+from prism_plugin_projectors.spec import (  # noqa: E402
+    FusedGeluMLPProjectorSpec,
+    GeluMLPProjectorSpec,
+    PixelShuffleMLPProjectorSpec,
+    PoolMLPProjectorSpec,
+    ResamplerProjectorSpec,
+)
 
 
 @pytest.fixture(autouse=True)
 def registry():
-    extra = [GeluMLPProjectorSpec, FusedGeluMLPProjectorSpec, timm_spec.TimmViTSpec]
+    extra = [GeluMLPProjectorSpec, FusedGeluMLPProjectorSpec, PixelShuffleMLPProjectorSpec, PoolMLPProjectorSpec,
+             ResamplerProjectorSpec, timm_spec.TimmViTSpec]
     with use_registry(fake_registry(extra=extra)) as r:
         yield r
 
 
-def _model(projector: str = "gelu-mlp", vision: dict | None = None):
+def _model(projector: str | dict = "gelu-mlp", vision: dict | None = None):
     vision = vision or {"kind": "timm-vit", "timm_name": "vit_base_patch16_siglip_224", "image_size": 32,
                         "patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 2, "weights": "random"}
-    spec = structure({"vision": vision, "llm": {"kind": "fake-llama"}, "projector": {"kind": projector}}, ModelSpec)
+    projector = {"kind": projector} if isinstance(projector, str) else projector
+    spec = structure({"vision": vision, "llm": {"kind": "fake-llama"}, "projector": projector}, ModelSpec)
     return build(spec).eval()
 
 
@@ -59,3 +67,14 @@ def test_class_token_vit_without_clip_layout_is_refused():
 def test_fused_projector_is_refused_with_the_reason():
     with pytest.raises(ExportError, match=r"Linear → GELU → Linear.*fused-gelu-mlp"):
         build_llava(_model("fused-gelu-mlp"))
+
+
+@pytest.mark.parametrize("projector", ["pixel-shuffle-mlp", "pool-mlp", {"kind": "resampler", "num_queries": 16}],
+                         ids=["pixel-shuffle-mlp", "pool-mlp", "resampler"])
+def test_projectors_llava_cannot_express_are_refused_with_the_reason(projector):
+    vlm = _model(projector)
+    kind = projector if isinstance(projector, str) else projector["kind"]
+    # The resampler keeps the count here (16 queries, 16 patches): its layers are what Llava cannot express.
+    reason = "Linear → GELU → Linear" if kind == "resampler" else f"this projector \\({kind}\\) makes 4 image tokens"
+    with pytest.raises(ExportError, match=reason):
+        build_llava(vlm)
