@@ -10,6 +10,7 @@ packaging and entry-point mistakes show up. Select plugins with ``PLUGINS=siglip
     nox -s "plugin(siglip)"  # core + one plugin (and the prism plugins it depends on), its own tests
     nox -s tracker_wandb     # real trackers, installed as prism-core's extras: also tracker_tensorboard
     nox -s vlm_eval_lmms     # lmms-eval --model prism (the vlm-eval plugin's lmms-eval extra)
+    nox -s peft_qlora        # QLoRA's 4-bit tests (the peft plugin's qlora extra: bitsandbytes)
     nox -s dev               # .venv with everything installed editable, for working on prism
 
 Pins of optional extras sit at the end of constraints.txt, after EXTRAS_MARKER: the base environment depends only on
@@ -45,7 +46,7 @@ BASE_PACKAGES = [
 EXTRAS_MARKER = b"# Optional extras"
 
 nox.options.sessions = ["lint", "import_time", "tests", "plugin", "example_plugin", "tracker_tensorboard",
-                        "tracker_wandb", "vlm_eval_lmms"]
+                        "tracker_wandb", "vlm_eval_lmms", "peft_qlora"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -178,6 +179,16 @@ def vlm_eval_lmms(session: nox.Session) -> None:
     _install(session, ".", *paths)
     session.run("python", "-m", "pytest", "plugins/vlm-eval/tests/test_lmms.py", "-q", *session.posargs,
                 env={"PRISM_REQUIRE_LMMS_EVAL": "1", "HF_DATASETS_OFFLINE": "1"})
+
+
+@nox.session
+def peft_qlora(session: nox.Session) -> None:
+    """prism-plugin-peft with its qlora extra (bitsandbytes): its tests with the 4-bit ones run (on the CPU backend
+    without CUDA), failed rather than skipped if bitsandbytes cannot run."""
+    _use_base(session)
+    _install(session, ".", "plugins/peft[qlora]")
+    session.run("python", "-m", "pytest", "plugins/peft/tests", "-q", *session.posargs,
+                env={"PRISM_REQUIRE_BITSANDBYTES": "1"})
 
 
 @nox.session

@@ -76,6 +76,17 @@ class LLMBackbone(Protocol):
       ``[B, new]``, KV-cached, padded with the pad id after a row's EOS.
     - ``decoder_layer_classes`` are wrapped by FSDP and activation checkpointing.
     - ``default_prompt_format`` is the prompt-format kind the model was trained with.
+
+    Optional (the composed model checks with ``getattr``):
+
+    - ``supports_packing = True`` declares that ``forward`` isolates packed examples: given ``example_ids`` ``[B, T]``
+      (the examples of each row numbered 1, 2, ...; 0 on trailing padding) and ``position_ids`` ``[B, T]`` (restarting
+      at 0 where each begins), every position attends only to earlier positions of its own example (block-diagonal
+      causal), whatever the attention kernel. Its spec says the same without building
+      (``LLMBackboneSpec.supports_packing``); ``train.packing`` with a backbone that does not is a spec error.
+    - ``output_head``: the module mapping final hidden states to logits (``lm_head``), or None. With one,
+      ``forward(..., logits=False)`` returns an object whose ``.last_hidden_state`` ``[B, T, embed_dim]`` are those
+      states, computing no logits: training then computes its loss a chunk of supervised positions at a time.
     """
 
     tokenizer: Any

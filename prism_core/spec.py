@@ -165,6 +165,12 @@ class LLMBackboneSpec(ComponentSpec):
     def default_prompt_format(self) -> str:
         raise NotImplementedError
 
+    @property
+    def supports_packing(self) -> bool:
+        """Whether the built backbone keeps the examples packed into one row apart (``LLMBackbone.supports_packing``);
+        ``train.packing`` with one that does not is a spec error, never silent cross-attention."""
+        return False
+
 
 @attrs.frozen(kw_only=True)
 class ProjectorSpec(ComponentSpec):
@@ -338,6 +344,10 @@ class TrainSpec:
     adapter: ModelAdapterSpec | None = spec_field(
         None, help="parameter-efficient fine-tuning: train an adapter (kind 'lora', ...) on the frozen model"
     )
+    packing: bool = spec_field(
+        False, help="pack several examples into each row of max_length positions (image tokens counted), each "
+                    "kept apart: far less padding (prism_core.data.packing)")
+    compile: bool = spec_field(False, help="run the LLM decoder layers and vision blocks under torch.compile")
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.adapter is not None:
@@ -408,6 +418,9 @@ class RunSpec:
         if self.data is not None:
             for name, message in self.data.stage_problems(self.train.stage):
                 yield f"data.{name}", message
+        if self.train.packing and not self.model.llm.supports_packing:
+            yield "train.packing", (f"the LLM backbone kind {self.model.llm.kind!r} cannot keep packed examples "
+                                    "apart (its spec does not declare supports_packing): set packing = false")
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

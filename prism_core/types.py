@@ -110,6 +110,11 @@ class Batch:
 
     ``pixel_values`` holds images for the multimodal rows only (``len(multimodal_indices)`` of them, in that
     order), so text-only rows never run the vision backbone. ``sources`` names each row for error messages.
+
+    A packed batch (``prism_core.data.packing``) holds several examples per row: ``example_ids`` numbers them
+    (1, 2, ... in each row, 0 on padding), the tensors already have each image's slots after its example's BOS,
+    ``multimodal_indices[m]`` is the row of image ``m`` (a row may carry several) and ``image_positions[m]`` its
+    first slot; ``sources`` then names each example.
     """
 
     input_ids: torch.Tensor  # [B, T] long
@@ -118,6 +123,15 @@ class Batch:
     multimodal_indices: torch.Tensor  # [M] long, rows that carry an image
     pixel_values: PixelValues | None  # [M, 3, H, W] or {name: [M, 3, H, W]}; None when M == 0
     sources: tuple[str, ...] = field(default_factory=tuple)
+    example_ids: torch.Tensor | None = None  # [B, T] long, packed batches only
+    image_positions: torch.Tensor | None = None  # [M] long, packed batches only
+
+    @property
+    def num_examples(self) -> int:
+        """Examples in the batch: its rows, or for a packed batch the examples packed into them."""
+        if self.example_ids is None:
+            return int(self.input_ids.shape[0])
+        return int(self.example_ids.amax(dim=1).sum())
 
     def to(self, device: torch.device | str, pixel_dtype: torch.dtype | None = None) -> Batch:
         """Move every tensor to ``device`` (pixels optionally cast to ``pixel_dtype``)."""
@@ -137,4 +151,7 @@ class Batch:
             multimodal_indices=self.multimodal_indices.to(device, non_blocking=True),
             pixel_values=pixels,
             sources=self.sources,
+            example_ids=None if self.example_ids is None else self.example_ids.to(device, non_blocking=True),
+            image_positions=(None if self.image_positions is None
+                             else self.image_positions.to(device, non_blocking=True)),
         )

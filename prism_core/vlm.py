@@ -1,8 +1,12 @@
 """The composed model: vision backbone → projector → causal LLM, with projected patches spliced in right after BOS.
 
 Rows of a batch may mix image+text and text-only examples; only image rows run the vision backbone, and the splice
-is one scatter (no per-row Python loop). Generation and scoring live in ``prism_core.generation`` and are exposed
-here as methods with the original Prismatic signatures (``generate``, ``generate_batch``, ``get_prompt_builder``).
+is one scatter (no per-row Python loop). A packed batch (``prism_core.data.packing``: several examples per row) comes
+with its image slots already laid out; the model fills them, restarts position ids at each example and has the LLM
+keep attention inside it. Training asks for no logits (``logits=False``): the loss is then computed from the final
+hidden states a chunk of supervised positions at a time, so ``[B, T, vocab]`` logits never exist.
+Generation and scoring live in ``prism_core.generation`` and are exposed here as methods with the original Prismatic
+signatures (``generate``, ``generate_batch``, ``get_prompt_builder``).
 """
 
 from __future__ import annotations
@@ -48,12 +52,21 @@ class NoSupervisedTokensError(ValueError):
     """A batch whose labels are all IGNORE: training on it would silently contribute a loss of 0."""
 
 
+class PackingNotSupportedError(ValueError):
+    """A packed batch for an LLM backbone that cannot keep its examples apart (no ``supports_packing``)."""
+
+
+#: fp32 logits computed at once by the chunked loss: 2**24 elements (64 MiB; 523 positions at vocab 32064).
+LOSS_CHUNK_ELEMENTS = 2**24
+
+
 @dataclass
 class PrismVLMOutput:
     """``loss`` is the mean over supervised tokens, ``loss_sum`` their sum and ``num_tokens`` their count, so a
-    training loop can normalise over micro-batches and ranks. ``attention_mask``/``labels`` are the spliced ones."""
+    training loop can normalise over micro-batches and ranks. ``attention_mask``/``labels`` are the spliced ones.
+    ``logits`` is None when the loss was computed without them (``forward(..., logits=False)``)."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     loss_sum: torch.Tensor | None = None
     num_tokens: torch.Tensor | None = None
@@ -239,6 +252,36 @@ class PrismVLM(nn.Module):
             fused_labels = labels.new_full((batch, total), IGNORE_INDEX).scatter(1, dest, labels)
         return Spliced(fused, mask, fused_labels)
 
+    def fill_image_slots(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None,
+        patch_embeds: torch.Tensor | None,
+        multimodal_indices: torch.Tensor,
+        image_positions: torch.Tensor | None,
+    ) -> Spliced:
+        """The splice of a packed batch, whose rows already reserve each image's slots after its example's BOS:
+        ``patch_embeds[m]`` goes to row ``multimodal_indices[m]`` from position ``image_positions[m]`` on (one
+        vectorised write). The slots are never supervised."""
+        embeds = self.llm_backbone.embed_input_ids(input_ids)
+        attention_mask = attention_mask.bool()
+        if patch_embeds is None or multimodal_indices.numel() == 0:
+            return Spliced(embeds, attention_mask, labels)
+        if image_positions is None or image_positions.numel() != multimodal_indices.numel():
+            raise ValueError("a packed batch needs image_positions, one per image of multimodal_indices")
+        n = patch_embeds.shape[1]
+        device = input_ids.device
+        rows = multimodal_indices.to(device)[:, None].expand(-1, n)
+        slots = image_positions.to(device)[:, None] + torch.arange(n, device=device)[None, :]
+        if int(slots.max()) >= input_ids.shape[1]:
+            raise ValueError(f"an image's {n} slots run past the row's {input_ids.shape[1]} positions: was the batch "
+                             f"packed for {n} image tokens (PrismVLM.num_image_tokens)?")
+        embeds = embeds.index_put((rows, slots), patch_embeds.to(embeds.dtype))
+        if labels is not None:
+            labels = labels.index_put((rows, slots), torch.tensor(IGNORE_INDEX, device=device))
+        return Spliced(embeds, attention_mask, labels)
+
     # -- forward -----------------------------------------------------------------------------------------------
     def forward(
         self,
@@ -250,10 +293,15 @@ class PrismVLM(nn.Module):
         past_key_values: Any = None,
         use_cache: bool = False,
         sources: Sequence[str] | None = None,
+        example_ids: torch.Tensor | None = None,
+        image_positions: torch.Tensor | None = None,
+        logits: bool = True,
     ) -> PrismVLMOutput:
         """``pixel_values`` holds the images of ``multimodal_indices`` rows only (all rows when the indices are
         None). With a non-empty ``past_key_values`` only new tokens are embedded (cached decoding); the mask must
-        then cover the cached positions too."""
+        then cover the cached positions too. ``example_ids`` / ``image_positions`` come with a packed batch
+        (``Batch``). ``logits=False`` (training) returns no logits: when the LLM backbone has an ``output_head`` the
+        loss is computed from its final hidden states, chunk by chunk (``chunked_loss``)."""
         if past_key_values is not None and _cache_length(past_key_values) > 0:
             out = self.llm_backbone(
                 inputs_embeds=self.llm_backbone.embed_input_ids(input_ids),
@@ -272,31 +320,55 @@ class PrismVLM(nn.Module):
                 raise ValueError(f"pixel_values holds {count} images but multimodal_indices names "
                                  f"{multimodal_indices.numel()} rows: pass images for the image rows only")
             patch_embeds = self.embed_images(pixel_values)
-        spliced = self.splice(input_ids, attention_mask, labels, patch_embeds, multimodal_indices)
+        llm_kwargs: dict[str, Any] = {}
+        if example_ids is None:
+            spliced = self.splice(input_ids, attention_mask, labels, patch_embeds, multimodal_indices)
+        else:
+            self._check_packing(use_cache or past_key_values is not None)
+            spliced = self.fill_image_slots(input_ids, attention_mask, labels, patch_embeds, multimodal_indices,
+                                            image_positions)
+            example_ids = example_ids.to(input_ids.device)
+            llm_kwargs = {"example_ids": example_ids, "position_ids": packed_position_ids(example_ids)}
         embeds = spliced.inputs_embeds
         if patch_embeds is None and self.keep_all_branches_in_graph:
             # Same collective calls on every rank (FSDP all-gathers, DDP buckets) even for a text-only micro-batch.
             dummy = self.embed_images(self._dummy_image_pixels())
             embeds = embeds + 0.0 * dummy.sum().to(embeds.dtype)
 
+        head = None if logits or spliced.labels is None else getattr(self.llm_backbone, "output_head", None)
+        if head is not None:
+            llm_kwargs["logits"] = False
         out = self.llm_backbone(
             inputs_embeds=embeds,
             attention_mask=spliced.attention_mask,
             past_key_values=past_key_values,
             use_cache=use_cache,
+            **llm_kwargs,
         )
         result = PrismVLMOutput(
-            logits=out.logits,
+            logits=None if head is not None else out.logits,
             past_key_values=_cache_of(out),
             attention_mask=spliced.attention_mask,
             labels=spliced.labels,
         )
         if spliced.labels is not None:
-            result.loss_sum, result.num_tokens = _shifted_loss(out.logits, spliced.labels, sources)
+            if head is not None:
+                result.loss_sum, result.num_tokens = chunked_loss(out.last_hidden_state, head, spliced.labels,
+                                                                  example_ids, sources)
+            else:
+                result.loss_sum, result.num_tokens = _shifted_loss(out.logits, spliced.labels, sources, example_ids)
             result.loss = result.loss_sum / result.num_tokens
         return result
 
-    def forward_batch(self, batch: Batch) -> PrismVLMOutput:
+    def _check_packing(self, cached: bool) -> None:
+        if not getattr(self.llm_backbone, "supports_packing", False):
+            raise PackingNotSupportedError(
+                f"{type(self.llm_backbone).__name__} cannot keep packed examples apart (it does not declare "
+                "supports_packing): its attention would cross examples. Train with packing = false")
+        if cached:
+            raise ValueError("packed batches are for training: no KV cache")
+
+    def forward_batch(self, batch: Batch, *, logits: bool = True) -> PrismVLMOutput:
         return self(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -304,6 +376,9 @@ class PrismVLM(nn.Module):
             pixel_values=batch.pixel_values,
             multimodal_indices=batch.multimodal_indices,
             sources=batch.sources,
+            example_ids=batch.example_ids,
+            image_positions=batch.image_positions,
+            logits=logits,
         )
 
     # -- prompting and generation (original API) ---------------------------------------------------------------
@@ -378,11 +453,22 @@ def _resolve_indices(
     return multimodal_indices.to(device=input_ids.device, dtype=torch.long)
 
 
-def _shifted_loss(
-    logits: torch.Tensor, labels: torch.Tensor, sources: Sequence[str] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum and count of next-token cross-entropy over supervised positions (computed in fp32)."""
+def packed_position_ids(example_ids: torch.Tensor) -> torch.Tensor:
+    """Position ids that restart at 0 where each example (and the trailing padding) of a packed row begins."""
+    length = example_ids.shape[1]
+    index = torch.arange(length, device=example_ids.device).expand_as(example_ids)
+    starts = torch.ones_like(example_ids, dtype=torch.bool)
+    starts[:, 1:] = example_ids[:, 1:] != example_ids[:, :-1]
+    return index - torch.where(starts, index, 0).cummax(dim=1).values
+
+
+def _shifted_targets(labels: torch.Tensor, example_ids: torch.Tensor | None, sources: Sequence[str] | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token targets ``[B, T-1]`` (IGNORE where a packed row passes from one example to the next, so no label
+    crosses) and their supervised count; ``NoSupervisedTokensError`` when there is none."""
     targets = labels[:, 1:]
+    if example_ids is not None:
+        targets = targets.masked_fill(example_ids[:, 1:] != example_ids[:, :-1], IGNORE_INDEX)
     num_tokens = (targets != IGNORE_INDEX).sum()
     if int(num_tokens) == 0:
         names = list(sources) if sources else [f"row {i}" for i in range(labels.shape[0])]
@@ -390,7 +476,42 @@ def _shifted_loss(
             f"every label in the batch is IGNORE ({IGNORE_INDEX}), so it has nothing to learn: {', '.join(names)} "
             "(were the answers truncated away, or is the data missing assistant turns?)"
         )
+    return targets, num_tokens
+
+
+def _shifted_loss(
+    logits: torch.Tensor, labels: torch.Tensor, sources: Sequence[str] | None,
+    example_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and count of next-token cross-entropy over supervised positions (computed in fp32)."""
+    targets, num_tokens = _shifted_targets(labels, example_ids, sources)
     loss_sum = nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+    return loss_sum, num_tokens
+
+
+def chunked_loss(
+    hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor, example_ids: torch.Tensor | None = None,
+    sources: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_shifted_loss`` from the final hidden states ``[B, T, d]`` and the output ``head``, without ``[B, T, V]``
+    logits: only supervised positions are projected, ``LOSS_CHUNK_ELEMENTS // vocab`` of them at a time, and each
+    chunk's logits are recomputed in backward instead of kept (activation checkpointing), so peak memory holds one
+    chunk's logits whatever B × T."""
+    from torch.utils.checkpoint import checkpoint
+
+    targets, num_tokens = _shifted_targets(labels, example_ids, sources)
+    supervised = targets != IGNORE_INDEX
+    states, wanted = hidden[:, :-1][supervised], targets[supervised]
+    weight = getattr(head, "weight", None)
+    vocab = getattr(head, "out_features", None) or (weight.shape[0] if weight is not None else 32768)
+    chunk = max(1, LOSS_CHUNK_ELEMENTS // int(vocab))
+
+    def chunk_loss(states: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(head(states).float(), wanted, reduction="sum")
+
+    loss_sum = sum(checkpoint(chunk_loss, states[i : i + chunk], wanted[i : i + chunk], use_reentrant=False,
+                              preserve_rng_state=False)
+                   for i in range(0, states.shape[0], chunk))
     return loss_sum, num_tokens

@@ -9,14 +9,13 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping
 
+from prism_core.cli import command_group
+
 
 def data_commands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The actions of ``prism data`` (created on first use), for core and plugins to add theirs to."""
-    parser = subparsers.choices.get("data")
-    if parser is None:
-        parser = subparsers.add_parser("data", help="check and prepare training data")
-        parser.prism_actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    return parser.prism_actions
+    return command_group(subparsers, "data", help="check and prepare training data", dest="data_command",
+                         metavar="ACTION")
 
 
 def prepare_ids(subparsers: argparse._SubParsersAction, ids: Mapping[str, str],

@@ -84,7 +84,12 @@ def _export(run_dir: Path, step: int | None, out: Path | None) -> int:
     problems = ckpt.verify(found[step])
     if problems:
         raise ckpt.CheckpointError(f"checkpoint step {step} is damaged: {'; '.join(problems)}")
-    model = build_model(spec.model, load_init_weights=False)
+    adapter = spec.train.adapter  # its checkpoints hold what trained: the base comes from its sources
+    model = build_model(spec.model, load_init_weights=adapter is not None)
+    if adapter is not None:
+        from prism_core.adapters import adapt
+
+        adapt(model, adapter, seed=spec.train.seed, source=str(run_dir / "spec.toml"))
     ckpt.load_model_weights(found[step], model)
     out = out or run_dir / f"export-step-{step:08d}"
     save(model, out)

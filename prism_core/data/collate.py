@@ -6,6 +6,8 @@ VLM splices ``image_tokens`` embeddings after BOS (``PrismVLM.num_image_tokens``
 the patch count unless it shuffles, pools or resamples). Truncating the text never cuts image positions. A row left
 without a supervised token is an error naming its source, or counted and replaced under ``on_bad_example="skip"``
 (the loader reads through ``ReplacingDataset``, so every micro-batch stays full and every rank keeps its step count).
+With ``packing`` the kept examples are laid into rows of up to ``max_length`` positions instead, several per row
+(``prism_core.data.packing``); truncation and the bad-example rules are the same.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from prism_core.data import BadExample, BadExampleError, OnBadExample, check_on_bad_example
+from prism_core.data.packing import pack_examples
 from prism_core.data.sampler import ModalityLengthSampler
 from prism_core.types import IGNORE_INDEX, Batch, Example
 
@@ -34,6 +37,7 @@ class Collator:
         *,
         image_tokens: int = 0,
         on_bad_example: OnBadExample = "error",
+        packing: bool = False,
     ) -> None:
         if max_length <= image_tokens:
             raise ValueError(
@@ -43,6 +47,7 @@ class Collator:
         self.max_length = max_length
         self.image_tokens = image_tokens
         self.on_bad_example = check_on_bad_example(on_bad_example)
+        self.packing = packing
         self.skipped: list[BadExample] = []  # what __call__ dropped, in this process (see ``collate`` for workers)
 
     def __call__(self, examples: Sequence[Example | BadExample]) -> Batch:
@@ -86,6 +91,9 @@ class Collator:
         if not kept:
             return None, skipped
         rows = [(example, *self._truncate(example)) for example in kept]
+        if self.packing:
+            return pack_examples(rows, max_length=self.max_length, image_tokens=self.image_tokens,
+                                 pad_token_id=self.pad_token_id, stack_pixels=_stack_pixels), skipped
         width = max(len(ids) for _, ids, _ in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)

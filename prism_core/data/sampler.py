@@ -12,6 +12,13 @@ mixing short and long sequences wastes compute on padding. Following LLaVA / Pri
 4. shuffle the order of global batches, then move the one with the longest row first so an out-of-memory error
    shows on the first step rather than hours in.
 
+With ``packing`` (``[train] packing``: the collator packs each micro-batch's examples into rows, see
+``prism_core.data.packing``) step 3 changes: grouping similar lengths would leave packed rows half empty, so the whole
+global batch is dealt longest first to the micro-batch (of every rank and micro-step) with the fewest tokens so far,
+``per_device_batch_size`` examples each. Every micro-batch then carries about the same number of tokens, which is
+what a packed micro-batch costs. Steps 1, 2 and 4 are unchanged, so a packed run trains on the same global batches,
+in the same order, as an unpacked one.
+
 Unlike the original, ``len(sampler)`` is exactly what iteration yields (the original could yield one extra global
 batch, which pushed its LR schedule past its end). ``state_dict``/``load_state_dict`` resume mid-epoch with exactly
 the remaining indices.
@@ -46,6 +53,7 @@ class ModalityLengthSampler(Sampler[int]):
         group_by_length: bool = True,
         drop_last: bool = False,
         image_tokens: int = 0,
+        packing: bool = False,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
@@ -67,6 +75,7 @@ class ModalityLengthSampler(Sampler[int]):
         self.seed = seed
         self.group_by_length = group_by_length
         self.drop_last = drop_last
+        self.packing = packing
         self.epoch = 0
         self._skip = 0  # indices of this epoch already consumed (set by load_state_dict)
         self._yielded = 0
@@ -131,6 +140,10 @@ class ModalityLengthSampler(Sampler[int]):
         """Split one global batch into per-rank lists (micro-step by micro-step, concatenated)."""
         per_rank: list[list[int]] = [[] for _ in range(self.world_size)]
         step = self.per_device_batch_size * self.world_size
+        if self.packing:  # micro-batch k of the step goes to rank k % world_size, micro-step k // world_size
+            for k, bucket in enumerate(self._balance(global_batch, self.grad_accumulation_steps * self.world_size)):
+                per_rank[k % self.world_size] += bucket
+            return per_rank
         if self.group_by_length:
             global_batch = sorted(global_batch, key=lambda i: -self.lengths[i])
         for start in range(0, len(global_batch), step):
@@ -139,19 +152,21 @@ class ModalityLengthSampler(Sampler[int]):
                 for r in range(self.world_size):
                     per_rank[r] += micro[r * self.per_device_batch_size : (r + 1) * self.per_device_batch_size]
                 continue
-            # Longest first to the non-full rank with the smallest total so far: balances the ranks' token counts.
-            buckets: list[list[int]] = [[] for _ in range(self.world_size)]
-            totals = [0] * self.world_size
-            for i in micro:
-                r = min(
-                    (r for r in range(self.world_size) if len(buckets[r]) < self.per_device_batch_size),
-                    key=lambda r: (totals[r], r),
-                )
-                buckets[r].append(i)
-                totals[r] += self.lengths[i]
-            for r in range(self.world_size):
-                per_rank[r] += buckets[r]
+            for r, bucket in enumerate(self._balance(micro, self.world_size)):
+                per_rank[r] += bucket
         return per_rank
+
+    def _balance(self, indices: list[int], count: int) -> list[list[int]]:
+        """``count`` buckets of ``per_device_batch_size`` indices: longest first to the non-full bucket with the
+        smallest total so far, which balances their token counts."""
+        buckets: list[list[int]] = [[] for _ in range(count)]
+        totals = [0] * count
+        for i in sorted(indices, key=lambda i: -self.lengths[i]):
+            b = min((b for b in range(count) if len(buckets[b]) < self.per_device_batch_size),
+                    key=lambda b: (totals[b], b))
+            buckets[b].append(i)
+            totals[b] += self.lengths[i]
+        return buckets
 
     def epoch_indices(self, rank: int | None = None) -> list[int]:
         """Every index ``rank`` (default: this rank) gets this epoch, ignoring any resume point."""
@@ -186,6 +201,7 @@ class ModalityLengthSampler(Sampler[int]):
             "global_batch_size": self.global_batch_size,
             "per_device_batch_size": self.per_device_batch_size,
             "world_size": self.world_size,
+            "packing": self.packing,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -196,8 +212,10 @@ class ModalityLengthSampler(Sampler[int]):
             "global_batch_size": self.global_batch_size,
             "per_device_batch_size": self.per_device_batch_size,
             "world_size": self.world_size,
+            "packing": self.packing,
         }
-        changed = [f"{k}: saved {state.get(k)!r}, now {v!r}" for k, v in mine.items() if state.get(k) != v]
+        saved = {"packing": False, **state}  # states saved before packing existed were unpacked
+        changed = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in mine.items() if saved.get(k) != v]
         if changed:
             raise ValueError("cannot resume the sampler, the run changed: " + "; ".join(changed))
         consumed = int(state["consumed"])

@@ -173,15 +173,19 @@ def byte_tokenizer(max_length: int = 256) -> Any:
 class FakeLLMBackbone(_TrainableMixin):
     default_prompt_format = "fake-pure"
     bos_in_prompt_text = False
+    #: A real LlamaForCausalLM (SDPA): position ids that restart per example, with no 2-D mask, make transformers
+    #: build the block-diagonal causal mask itself.
+    supports_packing = True
 
-    def __init__(self, tokenizer: Any, hidden_size: int, num_layers: int, num_heads: int, init_range: float) -> None:
+    def __init__(self, tokenizer: Any, hidden_size: int, num_layers: int, num_heads: int, init_range: float,
+                 vocab_size: int = 0) -> None:
         super().__init__()
         from transformers import LlamaConfig, LlamaForCausalLM
         from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
         self.tokenizer = tokenizer
         config = LlamaConfig(
-            vocab_size=len(tokenizer),
+            vocab_size=max(vocab_size, len(tokenizer)),
             hidden_size=hidden_size,
             intermediate_size=2 * hidden_size,
             num_hidden_layers=num_layers,
@@ -207,6 +211,10 @@ class FakeLLMBackbone(_TrainableMixin):
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(input_ids)
 
+    @property
+    def output_head(self) -> nn.Module:
+        return self.llm.get_output_embeddings()
+
     def forward(
         self,
         *,
@@ -215,15 +223,23 @@ class FakeLLMBackbone(_TrainableMixin):
         labels: torch.Tensor | None = None,
         past_key_values: Any = None,
         use_cache: bool = False,
+        example_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        logits: bool = True,
     ) -> Any:
         # Newer transformers take the KV cache as `cache=` (`past_key_values=` is deprecated): pass it only when
         # there is one, under the name this version's forward takes.
         import inspect
 
         name = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
-        cache = {} if past_key_values is None else {name: past_key_values}
+        kwargs: dict[str, Any] = {} if past_key_values is None else {name: past_key_values}
+        if example_ids is not None:  # packed: isolation comes from the restarting positions (see supports_packing)
+            attention_mask, kwargs["position_ids"] = None, position_ids
+        if not logits:
+            return self.llm.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
+                                       **kwargs)
         return self.llm(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=use_cache, **cache
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=use_cache, **kwargs
         )
 
     def generate(self, *, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:

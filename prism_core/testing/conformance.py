@@ -409,10 +409,149 @@ class EvalTaskConformance(ComponentConformance):
         json.dumps(metrics)
 
 
+class ModelAdapterConformance(ComponentConformance):
+    """Adapts a composed model of the core fakes (widths of 64: 4-bit kinds need whole quantisation blocks) and
+    checks what fine-tuning relies on: only the targeted layers change, training starts from the base (the
+    adapter switched off computes the same), a meta build agrees with an eager one, a saved adapter loads back, and
+    a merge computes what the adapter did. ``spec`` targets linear layers of the fake LLM. ``exact_base``: the
+    adapted model starts equal to the full-precision base (not so for a kind that quantises it)."""
+
+    exact_base: ClassVar[bool] = True
+    tolerance: ClassVar[float] = 1e-5
+
+    model: ClassVar[dict[str, Any]] = {"vision": {"kind": "fake-vit"}, "llm": {"kind": "fake-llama", "hidden_size": 64},
+                                       "projector": {"kind": "fake-mlp"}}
+
+    @pytest.fixture
+    def fakes(self) -> Any:
+        from prism_core.registry import use_registry
+        from prism_core.testing.fakes import fake_registry
+
+        with use_registry(fake_registry(extra=(self.spec_class,))) as registry:
+            yield registry
+
+    def _build(self, device: str | None = None) -> Any:
+        from prism_core.composition import build
+        from prism_core.spec import ModelSpec, structure
+
+        return build(structure(self.model, ModelSpec), device=device)
+
+    def _adapted(self, seed: int = 0) -> Any:
+        from prism_core.adapters import adapt
+        from prism_core.materialize import materialize
+
+        vlm = self._build("meta")
+        adapter = adapt(vlm, self.spec, seed=seed)
+        materialize(vlm)
+        adapter.after_materialize(vlm)
+        return vlm.eval()
+
+    @staticmethod
+    def _logits(vlm: Any) -> Any:
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(4, 200, (2, 9), generator=gen)
+        ids[:, 0] = vlm.tokenizer.bos_token_id
+        pixels = torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1
+        with torch.no_grad():
+            return vlm(ids, torch.ones_like(ids, dtype=torch.bool), pixel_values=pixels).logits
+
+    @staticmethod
+    def _perturb(vlm: Any) -> None:
+        """Move the adapter's parameters away from their start (as training would)."""
+        import torch
+
+        from prism_core.adapters import adapter_keys
+
+        own = adapter_keys(vlm)
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, param in vlm.named_parameters():
+                if name in own:
+                    param.add_(torch.randn(param.shape, generator=gen) * 0.05)
+
+    def test_satisfies_protocol(self, fakes: Any) -> None:
+        adapter = self.spec.build(seed=0)
+        assert isinstance(adapter, PROTOCOLS["model_adapters"]) and adapter.spec == self.spec
+
+    def test_only_the_targeted_layers_change_and_only_the_adapter_and_fully_trained_train(self, fakes: Any) -> None:
+        from prism_core.adapters import adapt, adapter_keys, resolve_targets
+        from prism_core.vlm import matching_patterns
+
+        base, vlm = self._build(), self._build("meta")
+        targets = resolve_targets(vlm, self.spec, self.spec.build())
+        assert targets
+        adapt(vlm, self.spec)
+        before = dict(base.named_modules())
+        for name, module in vlm.named_modules():
+            if name in before and not any(name == t or name.startswith(f"{t}.") for t in targets):
+                assert type(module) is type(before[name]), f"{name} changed though no target names it"
+        for target in targets:
+            assert type(vlm.get_submodule(target)) is not type(before[target]), f"{target} was not adapted"
+        trainable = {n for n, p in vlm.named_parameters() if p.requires_grad}
+        own = adapter_keys(vlm)
+        assert own and own <= trainable
+        assert {n for n in trainable - own if not matching_patterns(n, self.spec.fully_trained)} == set()
+
+    def test_training_starts_from_the_base(self, fakes: Any) -> None:
+        import torch
+
+        from prism_core.adapters import disabled
+
+        vlm = self._adapted()
+        adapted = self._logits(vlm)
+        with disabled(vlm):
+            assert torch.allclose(self._logits(vlm), adapted, atol=self.tolerance, rtol=0)
+        if self.exact_base:
+            assert torch.allclose(self._logits(self._build()), adapted, atol=self.tolerance, rtol=0)
+
+    def test_a_meta_build_agrees_with_an_eager_one(self, fakes: Any) -> None:
+        import torch
+
+        from prism_core.adapters import adapt
+
+        eager = self._build()
+        adapt(eager, self.spec, seed=5)
+        eager.adapter.after_materialize(eager)
+        meta = self._adapted(seed=5)
+        ours, theirs = meta.state_dict(), eager.state_dict()
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert torch.equal(ours[key], theirs[key]), key
+
+    def test_saved_adapter_loads_back_with_equal_logits(self, fakes: Any, tmp_path: Any) -> None:
+        import torch
+
+        import prism_core
+
+        vlm = self._adapted()
+        self._perturb(vlm)
+        expected = self._logits(vlm)
+        prism_core.save(vlm, tmp_path / "adapted")
+        again = prism_core.load(tmp_path / "adapted")
+        assert again.adapter is not None and again.adapter.spec == self.spec
+        assert torch.equal(self._logits(again), expected)
+
+    def test_merge_computes_what_the_adapter_did(self, fakes: Any) -> None:
+        import torch
+
+        from prism_core.adapters import merge
+
+        vlm = self._adapted()
+        self._perturb(vlm)
+        expected = self._logits(vlm)
+        merge(vlm)
+        assert vlm.adapter is None
+        assert set(vlm.state_dict()) == set(self._build().state_dict())
+        assert torch.allclose(self._logits(vlm), expected, atol=self.tolerance, rtol=0)
+
+
 __all__ = [
     "DatasetConformance",
     "EvalTaskConformance",
     "LLMBackboneConformance",
+    "ModelAdapterConformance",
     "ProjectorConformance",
     "PromptFormatConformance",
     "TrainStrategyConformance",

@@ -77,10 +77,16 @@ class FakeLLMSpec(LLMBackboneSpec):
     num_heads: int = spec_field(4, help="attention heads")
     max_length: int = spec_field(256, help="tokenizer truncation length")
     initializer_range: float = spec_field(0.2, help="init std: large enough that greedy decoding varies by prompt")
+    vocab_size: int = spec_field(
+        0, at_least=0, help="output vocabulary (0: the tokenizer's 260); larger sizes the head like a real one's")
 
     @property
     def default_prompt_format(self) -> str:
         return "fake-pure"
+
+    @property
+    def supports_packing(self) -> bool:
+        return True
 
     def build_tokenizer(self) -> Any:
         from prism_core.testing._fake_modules import byte_tokenizer
@@ -91,7 +97,8 @@ class FakeLLMSpec(LLMBackboneSpec):
         from prism_core.testing._fake_modules import FakeLLMBackbone
 
         return FakeLLMBackbone(
-            self.build_tokenizer(), self.hidden_size, self.num_layers, self.num_heads, self.initializer_range
+            self.build_tokenizer(), self.hidden_size, self.num_layers, self.num_heads, self.initializer_range,
+            self.vocab_size,
         )
 
 

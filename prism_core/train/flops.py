@@ -5,6 +5,10 @@ gradient. So a trainable component costs ``6·N`` per token it processes, a froz
 (the LLM in the align stage) ``4·N``, and a frozen one with nothing trainable before it (the vision tower) ``2·N``.
 Attention score FLOPs and embedding lookups are left out, so the estimate is slightly low for long sequences.
 
+The LLM's output head is charged per supervised token when the loss is computed from hidden states (the chunked
+loss projects only those: ``PrismVLM.forward(..., logits=False)`` with a backbone that has an ``output_head``), else
+per token like the rest of the LLM.
+
 Per image, the vision tower processes every patch and the projector is charged once per image token it emits: exact
 for the MLP projectors, after a pixel shuffle and for ``pool-mlp`` (which pools before its MLP); low for a resampler,
 whose input projection and keys/values also run over every patch. The LLM's image tokens are in its token count.
@@ -24,20 +28,25 @@ PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.0, 
 
 @dataclass(frozen=True)
 class FlopsModel:
-    """FLOPs per LLM token and per image for one training step's forward + backward."""
+    """FLOPs per LLM token, per image and per supervised token (the output head under the chunked loss) for one
+    training step's forward + backward."""
 
     per_llm_token: float
     per_image: float
+    per_supervised_token: float = 0.0
 
-    def step_flops(self, llm_tokens: int, images: int) -> float:
-        return self.per_llm_token * llm_tokens + self.per_image * images
+    def step_flops(self, llm_tokens: int, images: int, supervised_tokens: int = 0) -> float:
+        return (self.per_llm_token * llm_tokens + self.per_image * images
+                + self.per_supervised_token * supervised_tokens)
 
 
-def _counted_params(module: torch.nn.Module | None) -> tuple[int, int]:
-    """(total, trainable) parameter counts, without embedding tables (lookups, not matmuls)."""
+def _counted_params(module: torch.nn.Module | None, without: torch.nn.Module | None = None) -> tuple[int, int]:
+    """(total, trainable) parameter counts, without embedding tables (lookups, not matmuls) and without the
+    parameters of ``without``."""
     if module is None:
         return 0, 0
     skip = {id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    skip |= {id(p) for p in without.parameters()} if without is not None else set()
     params = [p for p in module.parameters() if id(p) not in skip]
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
@@ -61,7 +70,13 @@ def flops_model(model: torch.nn.Module) -> FlopsModel:
     patches = int(getattr(vision, "num_patches", 0) or 0)
     tokens = image_tokens(projector, patches) if projector is not None else patches
     per_image = patches * _cost(v_total, v_train, False) + tokens * _cost(p_total, p_train, v_train > 0)
-    return FlopsModel(_cost(l_total, l_train, (p_train + v_train) > 0), per_image)
+    head = getattr(llm, "output_head", None)
+    if head is None:
+        return FlopsModel(_cost(l_total, l_train, (p_train + v_train) > 0), per_image)
+    b_total, b_train = _counted_params(llm, without=head)
+    h_total, h_train = _counted_params(head)  # a head tied to the input embeddings is a matmul here too
+    return FlopsModel(_cost(b_total, b_train, (p_train + v_train) > 0), per_image,
+                      _cost(h_total, h_train, (b_train + p_train + v_train) > 0))
 
 
 def peak_flops_per_device(device: torch.device, override_tflops: float | None = None) -> float | None:

@@ -7,36 +7,42 @@ The grouping is the original's: matrices (``ndim >= 2``) that are not biases dec
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups over the trainable parameters; names are kept so logs and checkpoints can say which."""
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 learning_rates: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Two AdamW groups over the trainable parameters; names are kept so logs and checkpoints can say which.
+    ``learning_rates`` gives some parameters (by name) a peak learning rate of their own: each such rate adds its
+    own decay / no-decay pair of groups (``lr`` set), after the two at the optimizer's rate."""
+    learning_rates = learning_rates or {}
+    groups: dict[tuple[float | None, bool], dict[str, Any]] = {}  # (own peak lr, decays) → group
+
+    def group(lr: float | None, decays: bool) -> dict[str, Any]:
+        if (lr, decays) not in groups:
+            groups[(lr, decays)] = {"params": [], "weight_decay": weight_decay if decays else 0.0,
+                                    "param_names": [], **({} if lr is None else {"lr": lr})}
+        return groups[(lr, decays)]
+
+    group(None, True), group(None, False)  # the optimizer's rate first, as without own rates
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim >= 2 and not name.endswith(".bias"):
-            decay.append(param)
-            decay_names.append(name)
-        else:
-            no_decay.append(param)
-            no_decay_names.append(name)
-    if not decay and not no_decay:
+        if param.requires_grad:
+            chosen = group(learning_rates.get(name), param.ndim >= 2 and not name.endswith(".bias"))
+            chosen["params"].append(param)
+            chosen["param_names"].append(name)
+    if not any(g["params"] for g in groups.values()):
         raise ValueError("no trainable parameters: check train.stage / train.trainable")
-    return [
-        {"params": decay, "weight_decay": weight_decay, "param_names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "param_names": no_decay_names},
-    ]
+    return list(groups.values())
 
 
-def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float,
+                    learning_rates: Mapping[str, float] | None = None) -> torch.optim.AdamW:
     """AdamW with PyTorch's default betas / eps (as the original), over :func:`param_groups`."""
-    groups = [g for g in param_groups(model, weight_decay) if g["params"]]
+    groups = [g for g in param_groups(model, weight_decay, learning_rates) if g["params"]]
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 

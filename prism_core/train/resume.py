@@ -43,6 +43,7 @@ RESUMABLE: dict[str, str] = {
     "train.max_grad_norm": "applied from the resumed step",
     "train.precision": "applied from the resumed step",
     "train.activation_checkpointing": "applied (the results do not change)",
+    "train.compile": "applied (the same computation, up to the last bits of fused kernels)",
     "train.save_every": "applied",
     "train.keep_last": "applied",
     "train.log_every": "applied",
@@ -54,6 +55,8 @@ RESUMABLE: dict[str, str] = {
     "train.stop_when": "applied from the resumed step",
     "train.output_dir": "ignored: the run stays in its directory",
     "train.run_name": "ignored: the run stays in its directory",
+    "train.adapter.dropout": "applied from the resumed step",
+    "train.adapter.fully_trained_learning_rate": "applied from the resumed step",
 }
 RESUMABLE_PREFIXES = {"eval": "applied to the evaluation after training",
                       "train.strategy": "applied (a checkpoint of the same strategy kind is reshardable)"}
@@ -66,7 +69,9 @@ REFUSED_BECAUSE = {
     "train.per_device_batch_size": "the data order on each rank",
     "train.stage": "which parameters train",
     "train.trainable": "which parameters train",
+    "train.adapter": "the adapter's layers and parameters, and what trains",
     "train.max_length": "what each row keeps",
+    "train.packing": "which examples each rank's micro-batches hold",
     "train.strategy.kind": "the checkpoint layout",
 }
 
@@ -236,12 +241,14 @@ def check_spec(choice: Choice, spec: Any, spec_file: Path) -> list[Change]:
 
 
 def apply_hyperparameters(optimizer: Any, scheduler: Any, fresh: list[dict[str, Any]], learning_rate: float) -> None:
-    """After loading a checkpoint: the spec's learning rate and per-group weight decay (``fresh``: the groups'
-    values before the load) replace the saved ones, and the current learning rate follows the schedule."""
-    scheduler.base_lrs = [learning_rate] * len(optimizer.param_groups)
-    for group, values in zip(optimizer.param_groups, fresh, strict=True):
+    """After loading a checkpoint: the spec's learning rates and per-group weight decay (``fresh``: the groups'
+    values before the load, ``initial_lr`` their peak, default ``learning_rate``) replace the saved ones, and the
+    current learning rate follows the schedule."""
+    peaks = [values.get("initial_lr", learning_rate) for values in fresh]
+    scheduler.base_lrs = list(peaks)
+    for group, values, peak in zip(optimizer.param_groups, fresh, peaks, strict=True):
         group["weight_decay"] = values["weight_decay"]
-        group["initial_lr"] = learning_rate
+        group["initial_lr"] = peak
     lrs = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
@@ -256,4 +263,4 @@ def say(lines: list[str], strategy: Any) -> None:
 
 #: Changed fields after which the loaded optimizer's learning rate / weight decay are recomputed from the spec.
 SCHEDULE_FIELDS = {"train.max_steps", "train.epochs", "train.learning_rate", "train.weight_decay",
-                   "train.lr_schedule", "train.warmup_ratio"}
+                   "train.lr_schedule", "train.warmup_ratio", "train.adapter.fully_trained_learning_rate"}

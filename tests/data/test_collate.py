@@ -72,8 +72,10 @@ def test_bad_example_stand_ins_raise_or_are_dropped():
 
 
 class ListDataset:
-    def __init__(self, items):
-        self.items = items
+    """Examples from a list; ``modality_lengths`` gives every one the same ``length`` (bad ones: text-only)."""
+
+    def __init__(self, items, length=3):
+        self.items, self.length = items, length
 
     def __len__(self):
         return len(self.items)
@@ -82,7 +84,7 @@ class ListDataset:
         return self.items[i]
 
     def modality_lengths(self):
-        return [(not isinstance(x, BadExample) and x.has_image, 3) for x in self.items]
+        return [(not isinstance(x, BadExample) and x.has_image, self.length) for x in self.items]
 
 
 def test_loader_replaces_bad_examples_across_workers_and_resumes_by_batches():

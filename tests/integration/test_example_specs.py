@@ -38,6 +38,17 @@ def test_dinosiglip_examples_follow_the_paper_recipe():
         assert (spec.train.learning_rate, spec.train.global_batch_size, spec.train.weight_decay) == (2e-5, 128, 0.1)
 
 
+def test_llava_lora_example_follows_llavas_lora_recipe():
+    spec = load_spec(Path(EXAMPLES[0].parent, "llava-v15-lora.toml"))
+    adapter = spec.train.adapter
+    assert (adapter.kind, adapter.r, adapter.alpha, adapter.dropout) == ("lora", 128, 256, 0.05)
+    assert adapter.target == ("llm.*",) and adapter.exclude == ("*lm_head*",)
+    assert adapter.fully_trained == ("projector.*",) and adapter.fully_trained_learning_rate == 2e-5
+    assert (spec.train.learning_rate, spec.train.global_batch_size, spec.train.weight_decay) == (2e-4, 128, 0.0)
+    assert spec.train.epochs == 1 and spec.train.warmup_ratio == 0.03 and spec.train.trainable is None
+    assert spec.model.llm.preset == "vicuna-v15-7b" and spec.model.init_from == "runs/llava-v15-align/model"
+
+
 def test_quickstart_is_the_default_named_spec_and_composes_real_plugins():
     spec = load_spec("quickstart")
     assert (spec.model.vision.kind, spec.model.llm.kind, spec.data.kind) == ("siglip", "llama2", "synthetic-shapes")

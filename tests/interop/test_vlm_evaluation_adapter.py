@@ -21,7 +21,8 @@ TASK_MESSAGES = {
               "\nAnswer the question using a single word or phrase.",
     "true-false": '\nBased on the image, is this statement "True" or "False"? The square is red.'
                   '\nRespond with "True" or "False" directly.',
-    "multiple-choice": f"\n{QUESTION}\nA. red\nB. blue\nAnswer with the option's letter from the given choices directly.",
+    "multiple-choice": f"\n{QUESTION}\nA. red\nB. blue"
+                       "\nAnswer with the option's letter from the given choices directly.",
     "refer": '\nPlease provide the bounding box coordinate of the region this sentence describes: "the square"',
     "caption": "\nProvide a short image description.",
 }

@@ -85,9 +85,11 @@ class ToyFilesSpec(DatasetSpec):
 def registry() -> Registry:
     from prism_plugin_ddp.spec import DDPSpec
     from prism_plugin_fsdp.spec import FSDPSpec
+    from prism_plugin_peft.spec import DoRASpec, LoRASpec, QLoRASpec
     from prism_plugin_single.spec import SingleSpec
 
-    return fake_registry(extra=(ToyDataSpec, ToyFilesSpec, SingleSpec, DDPSpec, FSDPSpec))
+    return fake_registry(extra=(ToyDataSpec, ToyFilesSpec, SingleSpec, DDPSpec, FSDPSpec, LoRASpec, DoRASpec,
+                                QLoRASpec))
 
 
 def spec_toml(output_dir: str, run_name: str = "toy", model: dict | None = None, data: dict | None = None,

@@ -28,6 +28,10 @@ def find_decoder_layer_classes(llm: nn.Module) -> tuple[type[nn.Module], ...]:
     return (type(max(stacks, key=len)[0]),)
 
 
+#: Config attributes of models whose logits are more than ``lm_head(hidden)``: their loss uses the full logits.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
 class HFCausalLMBackbone(nn.Module):
     """Implements ``prism_core.protocols.LLMBackbone``. The Hugging Face model is ``self.llm`` (the original's name,
     so released checkpoints' ``llm.*`` keys load unchanged).
@@ -39,6 +43,10 @@ class HFCausalLMBackbone(nn.Module):
 
     #: Autocast dtype for mixed precision (the original trains every family in bf16).
     half_precision_dtype = torch.bfloat16
+    #: Packed rows (``example_ids``) are isolated by every attention kernel the spec offers: SDPA and eager get the
+    #: block-diagonal causal mask transformers builds from position ids that restart per example (with no 2-D
+    #: mask); flash-attention 2 gets the examples' ``cu_seqlens`` and runs its variable-length kernel.
+    supports_packing = True
 
     def __init__(
         self,
@@ -107,23 +115,56 @@ class HFCausalLMBackbone(nn.Module):
     def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(input_ids)
 
+    @property
+    def output_head(self) -> nn.Module | None:
+        """The module mapping final hidden states to logits (``lm_head``), so the training loss can be computed
+        without full logits; None for a model that transforms its logits further (soft-capping, scaling)."""
+        if any(getattr(self.llm.config, name, None) for name in _LOGIT_TRANSFORMS):
+            return None
+        return self.llm.get_output_embeddings()
+
     def forward(
         self,
         *,
         inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         labels: torch.Tensor | None = None,
         past_key_values: Any = None,
         use_cache: bool = False,
+        example_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        logits: bool = True,
         **kwargs: Any,
     ) -> Any:
         """Hugging Face ``CausalLMOutputWithPast``: ``.loss`` (shifted, mean over labels != IGNORE), ``.logits``,
-        ``.past_key_values`` (pass it back as ``past_key_values`` to continue decoding)."""
+        ``.past_key_values`` (pass it back as ``past_key_values`` to continue decoding). A packed batch comes with
+        ``example_ids`` and their restarting ``position_ids`` (see ``supports_packing``). ``logits=False``: the
+        base model's output instead, whose ``.last_hidden_state`` ``output_head`` maps to logits."""
         if past_key_values is not None:
             kwargs[self._cache_kwarg] = past_key_values
+        if example_ids is not None:
+            attention_mask = None  # the isolation replaces the padding mask: padding is an example of its own
+            kwargs.update(position_ids=position_ids, **self._varlen_kwargs(example_ids))
+        if not logits:
+            return self.llm.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False,
+                                       **kwargs)
         return self.llm(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, use_cache=use_cache, **kwargs
         )
+
+    def _varlen_kwargs(self, example_ids: torch.Tensor) -> dict[str, Any]:
+        """For flash attention, the boundaries of every example (and padding run) of the flattened rows: its
+        variable-length kernel attends within each. transformers only infers them from position ids for a single
+        row, so they are given. Other kernels need nothing beyond the position ids."""
+        if not str(self.llm.config._attn_implementation).startswith("flash"):
+            return {}
+        flat = example_ids.flatten()
+        starts = torch.ones_like(flat, dtype=torch.bool)
+        starts[1:] = flat[1:] != flat[:-1]
+        starts[:: example_ids.shape[1]] = True  # every row begins a sequence
+        bounds = torch.cat([starts.nonzero().flatten(), flat.new_tensor([flat.numel()])]).to(torch.int32)
+        longest = int((bounds[1:] - bounds[:-1]).max())
+        return {"cu_seq_lens_q": bounds, "cu_seq_lens_k": bounds, "max_length_q": longest, "max_length_k": longest}
 
     @torch.no_grad()
     def generate(self, *, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> Any:

@@ -124,6 +124,11 @@ class HFCausalLMSpec(LLMBackboneSpec):
         return self.prompt_format
 
     @property
+    def supports_packing(self) -> bool:
+        """Every attention kernel offered here keeps packed examples apart (``HFCausalLMBackbone``)."""
+        return True
+
+    @property
     def name(self) -> str:
         """How errors refer to this backbone: the preset, else the model id, else the kind."""
         return self.preset or self.model_id or self.kind

@@ -48,9 +48,10 @@ def _hub_pull(args: argparse.Namespace) -> int:
 
 @hookimpl
 def prism_add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
-    export = subparsers.add_parser("export", help="export a prism model to another library's format")
-    formats = export.add_subparsers(dest="format", required=True)
-    hf = formats.add_parser("hf", help="write a transformers LlavaForConditionalGeneration checkpoint + processor")
+    from prism_core.cli.export import export_formats
+
+    hf = export_formats(subparsers).add_parser(
+        "hf", help="write a transformers LlavaForConditionalGeneration checkpoint + processor")
     hf.add_argument("model", help="a saved prism model directory, an original Prismatic run directory or model id")
     hf.add_argument("out", help="output directory")
     hf.add_argument("--hf-token", default=None, help="token for gated weights (else HF_TOKEN / the stored login)")

@@ -22,8 +22,9 @@ class ShapesDataset(ConversationDataset):
 def build_shapes_dataset(
     spec: ShapesSpec, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train"
 ) -> ShapesDataset:
-    if split not in ("train", "test"):
-        raise ValueError(f"synthetic-shapes has splits 'train' and 'test', not {split!r}")
+    problem = spec.split_problem(split)
+    if problem:
+        raise ValueError(problem)
     root = ensure_generated(spec)
     records, bad = load_conversations(root / f"{split}.json", root, format="chat", on_bad_example=spec.on_bad_example,
                                       label=f"shapes/{split}.json")

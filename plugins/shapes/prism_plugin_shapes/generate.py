@@ -1,9 +1,12 @@
-"""Draw the shapes data set: LLaVA chat JSON (``train.json``, ``test.json``) plus PNG images, cached on disk.
+"""Draw the shapes data set: LLaVA chat JSON (``train.json``, ``validation.json`` when asked for, ``test.json``)
+plus PNG images, cached on disk.
 
 Single-shape images carry colour, shape and presence questions (one shape, size and position varied, big enough
-to read at 32 px); count questions use multi-shape scenes. Answers are single words. The cache directory is keyed
-by every generation parameter and written atomically (built under a temporary name, then renamed), so a crash or
-a concurrent generator never leaves a half set behind.
+to read at 32 px); count questions use multi-shape scenes. Answers are single words; each entry also names the
+objects its image shows (``"objects": ["red circle"]``). What each example asks is planned per split
+(``prism_plugin_shapes.plan``: the held-out splits are balanced), then drawn from its own seed. The cache directory
+is keyed by every generation parameter and written atomically (built under a temporary name, then renamed), so a
+crash or a concurrent generator never leaves a half set behind.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from prism_plugin_shapes.plan import Plan, combos, plan_split
 from prism_plugin_shapes.spec import COLOURS, NUMBER_WORDS, ShapesSpec
 
-GENERATOR_VERSION = 2  # bump when drawing, wording or split planning changes: old caches are then not reused
+GENERATOR_VERSION = 3  # bump when drawing, wording or split planning changes: old caches are then not reused
 
 QUESTIONS = {
     "colour": "What colour is the shape?",
@@ -112,29 +116,43 @@ class _Scene:
 
 
 class _Generator:
-    def __init__(self, spec: ShapesSpec, rng: random.Random, allowed: list[tuple[str, str]]) -> None:
-        self.spec, self.rng, self.allowed = spec, rng, allowed
+    def __init__(self, spec: ShapesSpec, rng: random.Random, allowed: list[tuple[str, str]],
+                 hard_negatives: float = 0.0) -> None:
+        self.spec, self.rng, self.allowed, self.hard_negatives = spec, rng, allowed, hard_negatives
+        self.drawn: list[tuple[str, str]] = []  # (colour, shape) of every object in the last image
 
-    def single(self) -> tuple[Image.Image, str, str]:
-        colour, shape = self.rng.choice(self.allowed)
+    def single(self, drawn: tuple[str, str] | None = None) -> tuple[Image.Image, str, str]:
+        colour, shape = drawn or self.rng.choice(self.allowed)
         scene = _Scene(self.spec.image_size, self.spec.background)
         s = self.spec.image_size
         scene.place(self.rng, shape, colour, 0.24 * s, 0.42 * s)
+        self.drawn = [(colour, shape)]
         return scene.image, colour, shape
 
-    def example(self, qtype: str, answer_yes: bool) -> tuple[Image.Image, str, str, str]:
-        """(image, question type, question, answer)."""
+    def example(self, plan: Plan) -> tuple[Image.Image, str, str, str]:
+        """(image, question type, question, answer); what ``plan`` leaves open is drawn at random."""
+        qtype, answer_yes = plan.qtype, plan.answer_yes
         if qtype == "count":
             return self._count()
-        image, colour, shape = self.single()
+        image, colour, shape = self.single(plan.drawn)
         if qtype == "colour":
             return image, qtype, QUESTIONS["colour"], colour
         if qtype == "shape":
             return image, qtype, QUESTIONS["shape"], shape
         # presence: the asked object differs from the drawn one on "no"
+        if plan.asked is not None:  # a balanced split: the question is planned, and the image fits its answer
+            asked_colour, asked_shape = plan.asked
+            question = (QUESTIONS["presence_colour"].format(colour=asked_colour, shape=asked_shape) if plan.with_colour
+                        else QUESTIONS["presence_shape"].format(shape=asked_shape))
+            return image, qtype, question, "yes" if answer_yes else "no"
         with_colour = self.rng.random() < 0.5 or len(self.spec.shapes) < 2
         if with_colour:
             others = [c for c in self.allowed if c != (colour, shape)]
+            # Drawn uniformly, most "no" objects differ in both colour and shape, so looking at either one answers
+            # them; a hard negative shares one of the two, so only checking both does.
+            near = [c for c in others if c[0] == colour or c[1] == shape]
+            if not answer_yes and near and self.hard_negatives and self.rng.random() < self.hard_negatives:
+                others = near
             asked = (colour, shape) if answer_yes else self.rng.choice(others)
             question = QUESTIONS["presence_colour"].format(colour=asked[0], shape=asked[1])
         else:
@@ -155,45 +173,30 @@ class _Generator:
             if not colours:  # every colour of this shape is held out: ask about another shape
                 target = self.rng.choice(sorted({sh for _, sh in self.allowed}))
                 continue
-            ok = all(scene.place(self.rng, target, self.rng.choice(colours), 0.65 * r_max, r_max) for _ in range(n))
+            drawn: list[tuple[str, str]] = []
+            ok = all(self._put(scene, drawn, self.rng.choice(colours), target, r_max) for _ in range(n))
             others = [c for c in self.allowed if c[1] != target]
             for _ in range(distractors if others else 0):
                 colour, shape = self.rng.choice(others)
-                ok = ok and scene.place(self.rng, shape, colour, 0.65 * r_max, r_max)
+                ok = ok and self._put(scene, drawn, colour, shape, r_max)
             if ok:
+                self.drawn = drawn
                 return scene.image, "count", QUESTIONS["count"].format(plural=plural(target)), NUMBER_WORDS[n]
 
-
-def _combos(spec: ShapesSpec, split: str) -> list[tuple[str, str]]:
-    held = {tuple(c.split()) for c in spec.held_out} if split == "train" else set()
-    return [(c, s) for c in spec.colours for s in spec.shapes if (c, s) not in held]
-
-
-def plan_split(spec: ShapesSpec, split: str) -> list[tuple[str, bool]]:
-    """(question type, presence answer is yes) per example: drawn up front so yes/no is exactly 50/50 and
-    examples can be drawn in any order (or process) from their own seeds."""
-    count = spec.num_train if split == "train" else spec.num_test
-    rng = random.Random(f"prism-shapes:{spec.seed}:{split}:plan")
-    if split == "train":
-        weights = spec.question_mix or [1.0] * len(spec.question_types)
-        types = rng.choices(list(spec.question_types), weights, k=count)
-    else:  # held out: exactly balanced whatever the training mix, so every type is measured on as many questions
-        types = [spec.question_types[i % len(spec.question_types)] for i in range(count)]
-        rng.shuffle(types)
-    yes = [i % 2 == 0 for i in range(types.count("presence"))]
-    rng.shuffle(yes)
-    answers = iter(yes)
-    return [(t, next(answers) if t == "presence" else False) for t in types]
+    def _put(self, scene: _Scene, drawn: list[tuple[str, str]], colour: str, shape: str, r_max: float) -> bool:
+        drawn.append((colour, shape))
+        return scene.place(self.rng, shape, colour, 0.65 * r_max, r_max)
 
 
-def _draw_range(spec: ShapesSpec, split: str, out_dir: Path, start: int, plan: list[tuple[str, bool]]) -> list[dict]:
-    allowed = _combos(spec, split)
-    width = len(str(max(spec.num_train, spec.num_test) - 1))
+def _draw_range(spec: ShapesSpec, split: str, out_dir: Path, start: int, plan: list[Plan]) -> list[dict]:
+    allowed = combos(spec, split)
+    width = len(str(max(spec.num_train, spec.num_test, spec.num_validation) - 1))
     entries = []
-    for i, (qtype, answer_yes) in enumerate(plan, start):
+    for i, planned in enumerate(plan, start):
         # One seed per example (separate streams for train and test): reproducible however the work is split.
-        gen = _Generator(spec, random.Random(f"prism-shapes:{spec.seed}:{split}:{i}"), allowed)
-        image, qtype, question, answer = gen.example(qtype, answer_yes)
+        gen = _Generator(spec, random.Random(f"prism-shapes:{spec.seed}:{split}:{i}"), allowed,
+                         spec.hard_negatives if split == "train" else 0.0)
+        image, qtype, question, answer = gen.example(planned)
         name = f"images/{split}/{i:0{width}d}.png"
         # Small images: zlib costs more time than the bytes it saves; large ones: keep the files small.
         image.save(out_dir / name, compress_level=0 if spec.image_size <= 64 else 1)
@@ -201,6 +204,7 @@ def _draw_range(spec: ShapesSpec, split: str, out_dir: Path, start: int, plan: l
             "id": f"{split}-{i}",
             "image": name,
             "question_type": qtype,
+            "objects": [f"{colour} {shape}" for colour, shape in gen.drawn],  # what the image shows
             "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
         })
     return entries
@@ -257,7 +261,7 @@ def ensure_generated(spec: ShapesSpec, progress: bool = True, workers: int | Non
         shutil.rmtree(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
-        for split in ("train", "test"):
+        for split in spec.splits():
             entries = generate_split(spec, split, tmp, workers=workers, progress=progress)
             (tmp / f"{split}.json").write_text(json.dumps(entries))
         meta = {**spec.generation_params(), "generator": GENERATOR_VERSION}

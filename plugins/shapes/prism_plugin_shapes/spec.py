@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from prism_core.spec import DatasetSpec, spec_field
+from prism_core.spec import SEED_RANGE, DatasetSpec, spec_field
 
 QuestionType = Literal["colour", "shape", "presence", "count"]
 
@@ -32,22 +32,34 @@ class ShapesSpec(DatasetSpec):
     kind: ClassVar[str] = "synthetic-shapes"
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "shapes-tiny": {"image_size": 32, "num_train": 64, "num_test": 32},
-        "shapes-quickstart": {"image_size": 32, "num_train": 12000, "num_test": 600},
+        "shapes-quickstart": {"image_size": 32, "num_train": 12000, "num_validation": 600, "num_test": 600},
         "shapes-count": {"image_size": 64, "num_train": 20000, "num_test": 1000,
                          "question_types": ("colour", "shape", "presence", "count")},
         "shapes-224": {"image_size": 224, "num_train": 4000, "num_test": 200},
         "shapes-384": {"image_size": 384, "num_train": 4000, "num_test": 200},
     }
 
-    image_size: int = spec_field(32, help="image side in pixels")
-    num_train: int = spec_field(12000, help="examples in the train split")
-    num_test: int = spec_field(600, help="examples in the held-out test split (generated from a separate seed)")
+    image_size: int = spec_field(32, at_least=16,
+                                 help="image side in pixels (16 or more: shapes must stay recognisable)")
+    num_train: int = spec_field(12000, at_least=1, help="examples in the train split")
+    num_test: int = spec_field(600, at_least=1,
+                               help="examples in the held-out test split (generated from a separate seed)")
+    num_validation: int = spec_field(
+        0, at_least=0, help="examples in the validation split (its own seed, balanced like test, no held_out "
+                            "combination): what train.validate_every evaluates, so stopping never sees the test split"
+    )
     question_types: tuple[QuestionType, ...] = spec_field(
         ("colour", "shape", "presence"), help="question types to generate: colour, shape, presence, count"
     )
     question_mix: tuple[float, ...] | None = spec_field(
-        None, help="relative weight of each question type in the train split, in question_types order (default: "
-                   "equal); the test split is always balanced"
+        None, at_least=0, help="relative weight of each question type in the train split, in question_types order "
+                                "(default: equal); the test split is always balanced"
+    )
+    hard_negatives: float = spec_field(
+        0.0, at_least=0, at_most=1,
+        help="fraction of the train split's 'Is there a {colour} {shape}?' questions answered no that ask about the "
+             "drawn shape in another colour or the drawn colour on another shape, so that only checking both answers "
+             "them (drawn at random, most differ in both); validation and test are unchanged"
     )
     colours: tuple[str, ...] = spec_field(
         ("red", "green", "blue", "yellow", "cyan", "magenta"), help=f"colours to draw from: {', '.join(COLOURS)}"
@@ -59,8 +71,9 @@ class ShapesSpec(DatasetSpec):
     held_out: tuple[str, ...] = spec_field(
         (), help="'colour shape' combinations never shown in the train split, e.g. ['red circle']"
     )
-    max_count: int = spec_field(3, help="most copies of the asked shape in a count scene")
-    seed: int = spec_field(0, help="generation seed (the test split uses a seed derived from it)")
+    max_count: int = spec_field(3, at_least=1, at_most=len(NUMBER_WORDS) - 1,
+                                help="most copies of the asked shape in a count scene")
+    seed: int = spec_field(0, **SEED_RANGE, help="generation seed (the test split uses a seed derived from it)")
     cache_dir: str | None = spec_field(
         None, help="where generated sets are kept (default: $PRISM_CACHE/shapes or ~/.cache/prism/shapes)"
     )
@@ -71,11 +84,6 @@ class ShapesSpec(DatasetSpec):
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        if self.image_size < 16:
-            yield "image_size", f"must be >= 16 to draw recognisable shapes, got {self.image_size}"
-        for name in ("num_train", "num_test"):
-            if getattr(self, name) < 1:
-                yield name, f"must be >= 1, got {getattr(self, name)}"
         if not self.question_types:
             yield "question_types", "must name at least one question type"
         if len(set(self.question_types)) != len(self.question_types):
@@ -84,8 +92,8 @@ class ShapesSpec(DatasetSpec):
             if len(self.question_mix) != len(self.question_types):
                 yield "question_mix", (f"needs one weight per question type ({len(self.question_types)}), "
                                        f"got {len(self.question_mix)}")
-            elif any(w < 0 for w in self.question_mix) or not sum(self.question_mix) > 0:
-                yield "question_mix", "weights must be >= 0 with a positive sum"
+            elif not sum(self.question_mix) > 0:  # each weight's range is declared
+                yield "question_mix", "weights must have a positive sum"
         for name, allowed in (("colours", COLOURS), ("shapes", SHAPES)):
             values = getattr(self, name)
             unknown = [v for v in values if v not in allowed]
@@ -101,8 +109,6 @@ class ShapesSpec(DatasetSpec):
             yield "background", f"{self.background!r} is also a shape colour: shapes of that colour would vanish"
         if "presence" in self.question_types and len(self.colours) * len(self.shapes) < 2:
             yield "question_types", "presence questions need at least two colour × shape combinations"
-        if not 1 <= self.max_count < len(NUMBER_WORDS):
-            yield "max_count", f"must be in [1, {len(NUMBER_WORDS) - 1}], got {self.max_count}"
         for i, combo in enumerate(self.held_out):
             parts = combo.split()
             if len(parts) != 2 or parts[0] not in self.colours or parts[1] not in self.shapes:
@@ -112,11 +118,28 @@ class ShapesSpec(DatasetSpec):
 
     def generation_params(self) -> dict[str, Any]:
         """Everything that determines the generated files (the cache key)."""
-        return {name: getattr(self, name) for name in (
+        params = {name: getattr(self, name) for name in (
             "image_size", "num_train", "num_test", "question_types", "question_mix", "colours", "shapes",
             "background", "held_out", "max_count", "seed")}
+        for name in ("num_validation", "hard_negatives"):  # only when set: sets generated before them keep their key
+            if getattr(self, name):
+                params[name] = getattr(self, name)
+        return params
 
-    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train") -> Any:
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "validation", "test") if self.num_validation else ("train", "test")
+
+    def split_problem(self, split: str) -> str | None:
+        """Why ``split`` is not a split of this set (None when it is)."""
+        if split in self.splits():
+            return None
+        names = [repr(s) for s in self.splits()]
+        hint = " (set num_validation to generate a validation split)" if split == "validation" else ""
+        return f"synthetic-shapes has splits {', '.join(names[:-1])} and {names[-1]}, not {split!r}{hint}"
+
+    def build(self, *, tokenizer: Any, prompt_format: Any, image_transform: Any, split: str = "train",
+              stage: str = "finetune") -> Any:
+        """The ``split`` of the generated set (the same for every ``stage``)."""
         from prism_plugin_shapes.dataset import build_shapes_dataset
 
         return build_shapes_dataset(self, tokenizer=tokenizer, prompt_format=prompt_format,

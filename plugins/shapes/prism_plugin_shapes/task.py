@@ -29,7 +29,7 @@ class ShapesTaskSpec(EvalTaskSpec):
     data: DatasetSpec = spec_field(
         factory=ShapesSpec, help="the shapes set: a synthetic-shapes data table (the training run's [data])")
     split: str = spec_field("test", help="split to evaluate: test, train, or validation (with data.num_validation)")
-    max_new_tokens: int = spec_field(8, help="tokens generated per answer")
+    max_new_tokens: int = spec_field(8, at_least=1, help="tokens generated per answer")
     blind_control: bool = spec_field(True, help="also ask every question with the image zeroed")
 
     def problems(self) -> Iterator[tuple[str, str]]:
@@ -38,8 +38,6 @@ class ShapesTaskSpec(EvalTaskSpec):
         problem = self.data.split_problem(self.split) if isinstance(self.data, ShapesSpec) else None
         if problem:
             yield "split", problem
-        if self.max_new_tokens < 1:
-            yield "max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
 
     def build(self, *, root: str | None = None) -> Any:
         """The task over the split's records (``root`` is not used: the set lives in the shapes cache)."""

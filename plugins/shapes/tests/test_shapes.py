@@ -108,6 +108,91 @@ def test_held_out_combinations_never_appear_in_train(tmp_path):
     assert COLOURS["red"] in shown  # red still appears (as a square)
 
 
+def test_the_validation_split_has_its_own_images_balanced_and_without_held_out_combinations(tmp_path):
+    spec = make(tmp_path, num_validation=60, question_mix=(0.2, 1.0, 1.8), colours=("red", "blue"),
+                shapes=("circle", "square"), held_out=("red circle",))
+    root = ensure_generated(spec, progress=False)
+    validation = entries(root, "validation")
+    assert collections.Counter(e["question_type"] for e in validation) == {"colour": 20, "shape": 20, "presence": 20}
+    drawn = {e["image"]: (root / e["image"]).read_bytes() for e in validation}
+    others = {(root / e["image"]).read_bytes() for split in ("train", "test") for e in entries(root, split)}
+    assert all(name.startswith("images/validation/") for name in drawn)
+    # Its own draws: at 32 px with three combinations a few rasterise alike by chance, but no split is copied.
+    assert sum(image in others for image in drawn.values()) < len(drawn) // 10
+    for e in validation:
+        assert "red circle" not in e["conversations"][0]["value"]
+        if e["question_type"] == "shape" and e["conversations"][1]["value"] == "circle":
+            pixels = set(map(tuple, np.asarray(Image.open(root / e["image"]).convert("RGB")).reshape(-1, 3).tolist()))
+            assert COLOURS["red"] not in pixels
+    assert ensure_generated(make(tmp_path), progress=False) != root  # a set without validation keeps its own key
+    assert "num_validation" not in make(tmp_path).generation_params()
+
+
+def test_held_out_splits_leave_no_answer_prior_above_chance(tmp_path):
+    spec = make(tmp_path, num_train=200, num_test=240, num_validation=120, question_mix=(1.0, 0.1, 3.0))
+    root = ensure_generated(spec, progress=False)
+    for split in ("validation", "test"):
+        data = entries(root, split)
+        for qtype, answers in (("colour", spec.colours), ("shape", spec.shapes)):
+            counts = collections.Counter(e["conversations"][1]["value"] for e in data if e["question_type"] == qtype)
+            assert set(counts) == set(answers) and max(counts.values()) - min(counts.values()) <= 1, (split, counts)
+        # Every yes/no question is asked once of an image showing the object and once of one that does not.
+        asked = collections.Counter((e["conversations"][0]["value"], e["conversations"][1]["value"])
+                                    for e in data if e["question_type"] == "presence")
+        assert {q for q, _ in asked} and all(asked[q, "yes"] == asked[q, "no"] for q, _ in asked)
+        for e in data:
+            if e["question_type"] == "presence":
+                words = e["conversations"][0]["value"].removeprefix("<image>\n").rstrip("?").split()[3:]
+                [(colour, shape)] = [o.split() for o in e["objects"]]
+                shown = words == [colour, shape] if len(words) == 2 else words == [shape]
+                assert shown == (e["conversations"][1]["value"] == "yes"), e
+    train = collections.Counter(e["question_type"] for e in entries(root, "train"))
+    assert train["presence"] > train["colour"] > train["shape"]  # the mix weights the train split only
+
+
+def _negatives(data: list[dict]) -> collections.Counter:
+    """How each 'Is there a {colour} {shape}?' answered no relates to the drawn object."""
+    kinds = collections.Counter()
+    for e in data:
+        words = e["conversations"][0]["value"].removeprefix("<image>\n").rstrip("?").split()[3:]
+        if e["question_type"] != "presence" or len(words) != 2 or e["conversations"][1]["value"] != "no":
+            continue
+        [drawn] = [o.split() for o in e["objects"]]
+        kinds["same colour" if words[0] == drawn[0] else "same shape" if words[1] == drawn[1] else "both differ"] += 1
+    return kinds
+
+
+def test_hard_negatives_share_the_colour_or_the_shape_in_train_only(tmp_path):
+    uniform = _negatives(entries(ensure_generated(make(tmp_path, num_train=1200), progress=False), "train"))
+    assert uniform["both differ"] > uniform["same shape"] + uniform["same colour"]  # 15 of the 23 other objects
+    spec = make(tmp_path, num_train=1200, num_validation=300, num_test=300, hard_negatives=1.0)
+    root = ensure_generated(spec, progress=False)
+    hard = _negatives(entries(root, "train"))
+    assert hard["both differ"] == 0 and hard["same shape"] > 20 and hard["same colour"] > 20
+    for split in ("validation", "test"):  # measured as without them
+        assert _negatives(entries(root, split))["both differ"] > 0
+    half = _negatives(entries(ensure_generated(make(tmp_path, num_train=1200, hard_negatives=0.5),
+                                               progress=False), "train"))
+    assert 0 < half["both differ"] < uniform["both differ"]
+    assert "hard_negatives" not in make(tmp_path).generation_params()  # unset: earlier sets keep their key
+    with pytest.raises(SpecError, match=r"hard_negatives: must be in \[0, 1\], got 1.5"):
+        structure({"kind": "synthetic-shapes", "hard_negatives": 1.5}, DatasetSpec)
+
+
+def test_each_entry_names_the_objects_its_image_shows(tmp_path):
+    spec = make(tmp_path, num_train=120, image_size=64, question_types=("colour", "count"))
+    root = ensure_generated(spec, progress=False)
+    for e in entries(root, "train"):
+        objects = [tuple(o.split()) for o in e["objects"]]
+        assert objects and all(c in spec.colours and s in spec.shapes for c, s in objects)
+        answer = e["conversations"][1]["value"]
+        if e["question_type"] == "colour":
+            assert objects == [(answer, objects[0][1])]
+        else:
+            asked = e["conversations"][0]["value"].split()[-3]
+            assert sum(plural(s) == asked for _, s in objects) == ("zero", "one", "two", "three").index(answer)
+
+
 def test_count_questions_use_plural_words_and_number_answers(tmp_path):
     spec = make(tmp_path, num_train=80, image_size=64, question_types=("count",), shapes=("circle", "cross"))
     for e in entries(ensure_generated(spec, progress=False), "train"):
@@ -137,8 +222,9 @@ def test_dataset_exposes_question_types_and_splits(tmp_path):
     assert len(ds) == 32 and len(ds.question_types()) == 32
     assert ds[0].source == "shapes/test.json#0" and ds[0].has_image
     assert ds.answer(0) == ds.records[0].turns[-1].message
-    with pytest.raises(ValueError, match="splits 'train' and 'test'"):
+    with pytest.raises(ValueError, match=r"splits 'train' and 'test', not 'validation' \(set num_validation"):
         _dataset_for(spec, "validation")
+    assert len(_dataset_for(make(tmp_path, num_validation=12), "validation")) == 12
 
 
 def test_examples_are_decoded_once_when_kept_in_memory(tmp_path, monkeypatch):
