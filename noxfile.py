@@ -8,7 +8,7 @@ packaging and entry-point mistakes show up. Select plugins with ``PLUGINS=siglip
     nox                      # everything CI runs
     nox -s tests             # core and cross-plugin tests, every plugin installed
     nox -s "plugin(siglip)"  # core + one plugin (and the prism plugins it depends on), its own tests
-    nox -s tracker_wandb     # real trackers, installed as prism-core's extras: also tracker_tensorboard
+    nox -s trackers          # real TensorBoard and W&B trackers, installed as prism-core's extras
     nox -s vlm_eval_lmms     # lmms-eval --model prism (the vlm-eval plugin's lmms-eval extra)
     nox -s peft_qlora        # QLoRA's 4-bit tests (the peft plugin's qlora extra: bitsandbytes)
     nox -s dev               # .venv with everything installed editable, for working on prism
@@ -45,8 +45,8 @@ BASE_PACKAGES = [
 
 EXTRAS_MARKER = b"# Optional extras"
 
-nox.options.sessions = ["lint", "import_time", "tests", "plugin", "example_plugin", "tracker_tensorboard",
-                        "tracker_wandb", "vlm_eval_lmms", "peft_qlora"]
+nox.options.sessions = ["lint", "import_time", "tests", "plugin", "example_plugin", "trackers", "vlm_eval_lmms",
+                        "peft_qlora"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -149,23 +149,14 @@ def example_plugin(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "examples/prism-plugin-example/tests", "-q", *session.posargs)
 
 
-def _tracker_tests(session: nox.Session, tracker: str) -> None:
-    """prism-core with one tracker's extra, and the strategies the toy runs use: the tracker tests read back what real
-    runs wrote (W&B in offline mode: nothing leaves the machine)."""
+@nox.session
+def trackers(session: nox.Session) -> None:
+    """prism-core with its tensorboard and wandb extras, and the strategies the toy runs use: the tracker tests read
+    back what real runs wrote (W&B in offline mode: nothing leaves the machine); a missing package fails."""
     _use_base(session)
-    _install(session, f".[{tracker}]", "plugins/single", "plugins/ddp", "plugins/fsdp")
+    _install(session, ".[tensorboard,wandb]", "plugins/single", "plugins/ddp", "plugins/fsdp")
     session.run("python", "-m", "pytest", "tests/train/test_trackers.py", "-q", *session.posargs,
-                env={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "PRISM_REQUIRE_TRACKER": tracker})
-
-
-@nox.session
-def tracker_tensorboard(session: nox.Session) -> None:
-    _tracker_tests(session, "tensorboard")
-
-
-@nox.session
-def tracker_wandb(session: nox.Session) -> None:
-    _tracker_tests(session, "wandb")
+                env={"WANDB_MODE": "offline", "WANDB_SILENT": "true", "PRISM_REQUIRE_TRACKER": "tensorboard,wandb"})
 
 
 @nox.session

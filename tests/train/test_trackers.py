@@ -1,7 +1,8 @@
 """Trackers: metrics.jsonl, and real TensorBoard and W&B (offline) runs read back from the files they wrote.
 
 The TensorBoard and W&B tests need the extras ``prism-core[tensorboard]`` / ``prism-core[wandb]``; they are skipped
-without them, except in their nox sessions (``PRISM_REQUIRE_TRACKER``), where a missing package fails.
+without them, except in nox's ``trackers`` session (``PRISM_REQUIRE_TRACKER=tensorboard,wandb``), where a missing
+package fails.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def test_a_tracker_whose_package_is_missing_says_which_extra_to_install():
 
 # -- real runs ----------------------------------------------------------------------------------------------------
 def require(module: str):
-    """The tracker's package, or a skip; in the tracker's own nox session a missing package is a failure."""
-    if os.environ.get("PRISM_REQUIRE_TRACKER") == module:
+    """The tracker's package, or a skip; where PRISM_REQUIRE_TRACKER names it, a missing package is a failure."""
+    if module in os.environ.get("PRISM_REQUIRE_TRACKER", "").split(","):
         return importlib.import_module(module)
     return pytest.importorskip(module)
 

@@ -83,13 +83,20 @@ class ToyFilesSpec(DatasetSpec):
 
 
 def registry() -> Registry:
+    """The fakes, the toy data and the strategies; the adapter kinds too where prism-plugin-peft is installed (the
+    tracker sessions install only the strategies)."""
     from prism_plugin_ddp.spec import DDPSpec
     from prism_plugin_fsdp.spec import FSDPSpec
-    from prism_plugin_peft.spec import DoRASpec, LoRASpec, QLoRASpec
     from prism_plugin_single.spec import SingleSpec
 
-    return fake_registry(extra=(ToyDataSpec, ToyFilesSpec, SingleSpec, DDPSpec, FSDPSpec, LoRASpec, DoRASpec,
-                                QLoRASpec))
+    adapters: tuple[type, ...] = ()
+    try:
+        from prism_plugin_peft.spec import DoRASpec, LoRASpec, QLoRASpec
+    except ImportError:
+        pass
+    else:
+        adapters = (LoRASpec, DoRASpec, QLoRASpec)
+    return fake_registry(extra=(ToyDataSpec, ToyFilesSpec, SingleSpec, DDPSpec, FSDPSpec, *adapters))
 
 
 def spec_toml(output_dir: str, run_name: str = "toy", model: dict | None = None, data: dict | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ def read_json(path: Path, kind: str, expect: type | None = None, what: str = "")
         shape = "a list" if expect is list else "an object"
         raise DataError(f"{path}: expected {shape}{' of ' + what if what else ''}, got {type(value).__name__}")
     return value
+
+
+def question_entries(spec: Any, folder: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, entry)`` for each entry of the list of questions in ``folder / spec.annotations`` (``where`` is
+    ``path#index``, what errors about the entry name)."""
+    path = folder / spec.annotations
+    for i, entry in enumerate(read_json(path, spec.kind, list, "questions")):
+        yield f"{path}#{i}", entry
 
 
 def _parse_json(path: Path, kind: str) -> Any:

@@ -6,23 +6,10 @@ Torch-free; the preparation code is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
-import sys
+
+from prism_plugin_llava_data.hooks import prepare_command
 
 from prism_core.hooks import hookimpl
-
-
-def _prepare(args: argparse.Namespace) -> int:
-    from prism_plugin_llava_data.prepare import PrepareError
-
-    from prism_plugin_vlm_eval.prepare import prepare
-
-    try:
-        prepare(args.id, args.root, mirror=args.mirror, checksums_file=args.checksums, progress=not args.quiet)
-    except PrepareError as exc:
-        print(f"prism data prepare: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
 
 #: The benchmarks ``prism data prepare`` downloads (their task kinds); a test keeps this equal to the spec classes.
 BENCHMARKS = {
@@ -45,4 +32,5 @@ BENCHMARKS = {
 def prism_add_cli_commands(subparsers: argparse._SubParsersAction) -> None:
     from prism_core.cli.data import prepare_ids
 
-    prepare_ids(subparsers, {kind: f"benchmark: {text}" for kind, text in BENCHMARKS.items()}, _prepare)
+    prepare_ids(subparsers, {kind: f"benchmark: {text}" for kind, text in BENCHMARKS.items()},
+                prepare_command("prism_plugin_vlm_eval.prepare"))

@@ -11,7 +11,7 @@ from typing import Any
 from prism_core.data import DataError
 from prism_core.types import EvalExample
 from prism_plugin_vlm_eval import metrics, prompts
-from prism_plugin_vlm_eval.files import field, missing, read_json, string_list
+from prism_plugin_vlm_eval.files import field, missing, question_entries, read_json, string_list
 from prism_plugin_vlm_eval.tasks import Benchmark, probabilities, record
 
 Records = Sequence[Mapping[str, Any]]
@@ -47,11 +47,8 @@ class TallyQATask(_Choice):
     overall and for the simple and complex questions (``by_split``)."""
 
     def __init__(self, spec: Any, folder: Path) -> None:
-        path = folder / spec.annotations
-        entries = read_json(path, spec.kind, list, "questions")
         examples = []
-        for i, entry in enumerate(entries):
-            where = f"{path}#{i}"
+        for where, entry in question_entries(spec, folder):
             answer = field(entry, "answer", int, where)
             if not 0 <= answer < len(TALLY_CHOICES):
                 raise DataError(f"{where}: field 'answer' must be a count from 0 to 15, got {answer}")

@@ -9,7 +9,7 @@ from typing import Any
 from prism_core.data import DataError
 from prism_core.types import EvalExample
 from prism_plugin_vlm_eval import metrics, prompts
-from prism_plugin_vlm_eval.files import answer_strings, field, read_json, read_json_lines
+from prism_plugin_vlm_eval.files import answer_strings, field, question_entries, read_json, read_json_lines
 from prism_plugin_vlm_eval.tasks import Benchmark, generate, record
 
 Records = Sequence[Mapping[str, Any]]
@@ -101,11 +101,8 @@ class VizWizTask(_Generated):
     message = staticmethod(prompts.vqa_unanswerable)
 
     def __init__(self, spec: Any, folder: Path) -> None:
-        path = folder / spec.annotations
-        entries = read_json(path, spec.kind, list, "questions")
         examples = []
-        for i, entry in enumerate(entries):
-            where = f"{path}#{i}"
+        for where, entry in question_entries(spec, folder):
             image = field(entry, "image", str, where)
             answerable = field(entry, "answerable", int, where)
             if answerable not in (0, 1):
