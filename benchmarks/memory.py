@@ -112,6 +112,10 @@ def train_worker(spec_file: str, path: str, out_file: str) -> None:
         def prism_before_train_step(self, step: int, batch: object) -> None:
             marks.setdefault("placed", _status_mb("VmHWM"))
 
+        @hookimpl
+        def prism_after_train_step(self, step: int, metrics: object) -> None:
+            marks.setdefault("steps", []).append(_status_mb("VmHWM"))  # where in the run the peak is reached
+
     get_plugin_manager().register(FirstStep())
     with use_registry(registry()):
         spec = load_spec(spec_file)
@@ -121,7 +125,8 @@ def train_worker(spec_file: str, path: str, out_file: str) -> None:
             train(spec, parts_factory=parts)
     rank = int(os.environ.get("RANK", 0))
     Path(f"{out_file}.{rank}").write_text(json.dumps({"params": params["n"], "run_mb": peak.growth_mb,
-                                                      "placed_mb": marks["placed"] - peak.start}))
+                                                      "placed_mb": marks["placed"] - peak.start,
+                                                      "steps_mb": [m - peak.start for m in marks["steps"]]}))
 
 
 def training_memory(tmp: Path) -> None:
@@ -142,6 +147,8 @@ def training_memory(tmp: Path) -> None:
                 _run_worker("train", str(spec), path, str(out), nproc=2, env=env)
                 ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
                 rows[(allocator, path, kind)] = {k: max(r[k] for r in ranks) for k in ("placed_mb", "run_mb")}
+                per_rank = [r["steps_mb"] for r in ranks]
+                rows[(allocator, path, kind)]["steps_mb"] = [max(s) for s in zip(*per_rank, strict=True)]
                 params = ranks[0]["params"]
     print(f"1. {params / 1e6:.0f}M-parameter composition, 2 ranks, 3 steps: peak RSS growth per rank (MiB; modules "
           "imported beforehand)")
@@ -153,6 +160,11 @@ def training_memory(tmp: Path) -> None:
             ddp, fsdp = rows[(allocator, path, "ddp")], rows[(allocator, path, "fsdp")]
             cells = "".join(f"{ddp[k]:10.0f}{fsdp[k]:10.0f}{fsdp[k] / ddp[k]:9.2f}x" for k in ("placed_mb", "run_mb"))
             print(f"     {label:26s}{cells}")
+    print("   peak so far after each step, meta path (MiB, the larger rank): where the whole-run peak forms")
+    for allocator in ALLOCATORS:
+        for kind in ("ddp", "fsdp"):
+            steps = rows[(allocator, "meta", kind)]["steps_mb"]
+            print(f"     {allocator:30s} {kind:5s}" + "".join(f"{m:8.0f}" for m in steps))
     print("   goal: FSDP/DDP <= 0.60x over the whole run, with the meta path")
 
 
