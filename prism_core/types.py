@@ -128,10 +128,11 @@ class Batch:
 
     @property
     def num_examples(self) -> int:
-        """Examples in the batch: its rows, or for a packed batch the examples packed into them."""
+        """Examples in the batch: its rows, or for a packed batch the examples packed into them (``sources`` names
+        each, so counting needs no device sync)."""
         if self.example_ids is None:
             return int(self.input_ids.shape[0])
-        return int(self.example_ids.amax(dim=1).sum())
+        return len(self.sources) if self.sources else int(self.example_ids.amax(dim=1).sum())
 
     def to(self, device: torch.device | str, pixel_dtype: torch.dtype | None = None) -> Batch:
         """Move every tensor to ``device`` (pixels optionally cast to ``pixel_dtype``)."""

@@ -67,3 +67,20 @@ def fake_distribution(tmp_path, monkeypatch) -> Iterator[Callable[..., None]]:
     yield install
     for module in added_modules:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def random_inits(monkeypatch) -> list:
+    """Every module whose tensors a materialisation (``prism_core.materialize``) initialised randomly, in order: a
+    load from complete weights should leave this empty but for computed buffers."""
+    import prism_core.materialize as materialize_module
+
+    seen: list = []
+    original = materialize_module._random_init
+
+    def spy(modules, name, module, seed):
+        seen.append(module)
+        return original(modules, name, module, seed)
+
+    monkeypatch.setattr(materialize_module, "_random_init", spy)
+    return seen

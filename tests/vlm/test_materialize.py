@@ -20,8 +20,6 @@ from prism_core.spec import ModelSpec, structure
 from prism_core.testing._fake_modules import FakeVisionBackbone
 from prism_core.testing.fakes import FakeVisionSpec, fake_registry
 
-import prism_core.materialize as materialize_module  # isort: skip
-
 
 def spec(vision: str = "fake-vit", **fields: Any) -> ModelSpec:
     table = {"vision": {"kind": vision}, "projector": {"kind": "fake-mlp"}, "llm": {"kind": "fake-llama"}, "seed": 1}
@@ -36,20 +34,6 @@ def assert_equal_models(a: nn.Module, b: nn.Module) -> None:
     ours, theirs = tensors(a), tensors(b)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], v) for k, v in theirs.items())
-
-
-@pytest.fixture
-def random_inits(monkeypatch) -> list[nn.Module]:
-    """Every module whose tensors a materialisation initialised randomly."""
-    seen: list[nn.Module] = []
-    original = materialize_module._random_init
-
-    def spy(modules, name, module, seed):
-        seen.append(module)
-        return original(modules, name, module, seed)
-
-    monkeypatch.setattr(materialize_module, "_random_init", spy)
-    return seen
 
 
 @pytest.mark.parametrize("vision", ["fake-vit", "fake-fused"])

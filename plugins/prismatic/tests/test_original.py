@@ -11,7 +11,6 @@ from prism_plugin_prismatic.original import PrismaticLoadError, load_prismatic, 
 from prism_plugin_projectors.spec import FusedGeluMLPProjectorSpec, GeluMLPProjectorSpec
 
 import prism_core
-import prism_core.materialize as materialize_module
 from prism_core.composition import build
 from prism_core.registry import use_registry
 from prism_core.spec import ModelSpec, structure
@@ -119,19 +118,6 @@ def test_key_mapping_reports_unmapped_missing_and_shape_problems():
 
 
 # -- meta-device loading: no weight is randomly initialised and then overwritten -----------------------------------
-@pytest.fixture
-def random_inits(monkeypatch) -> list[torch.nn.Module]:
-    seen: list[torch.nn.Module] = []
-    original = materialize_module._random_init
-
-    def spy(modules, name, module, seed):
-        seen.append(module)
-        return original(modules, name, module, seed)
-
-    monkeypatch.setattr(materialize_module, "_random_init", spy)
-    return seen
-
-
 def test_a_full_checkpoint_initialises_nothing_but_computed_buffers(tmp_path, random_inits):
     reference = _reference()
     run_dir = write_original(reference, tmp_path / "run", with_vision=True)

@@ -30,12 +30,12 @@ def read_json(path: Path, kind: str, expect: type | None = None, what: str = "")
     return value
 
 
-def question_entries(spec: Any, folder: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, entry)`` for each entry of the list of questions in ``folder / spec.annotations`` (``where`` is
-    ``path#index``, what errors about the entry name)."""
-    path = folder / spec.annotations
-    for i, entry in enumerate(read_json(path, spec.kind, list, "questions")):
-        yield f"{path}#{i}", entry
+def json_entries(path: Path, kind: str, expect: type, what: str) -> Iterator[tuple[Any, str, Any]]:
+    """``(key, where, entry)`` for each entry of the JSON list (key: its index) or object (key: its key) in
+    ``path``; ``where`` is ``path#key``, what errors about the entry name."""
+    value = read_json(path, kind, expect, what)
+    for key, entry in value.items() if isinstance(value, dict) else enumerate(value):
+        yield key, f"{path}#{key}", entry
 
 
 def _parse_json(path: Path, kind: str) -> Any:

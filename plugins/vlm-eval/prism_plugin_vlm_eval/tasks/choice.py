@@ -11,7 +11,7 @@ from typing import Any
 from prism_core.data import DataError
 from prism_core.types import EvalExample
 from prism_plugin_vlm_eval import metrics, prompts
-from prism_plugin_vlm_eval.files import field, missing, question_entries, read_json, string_list
+from prism_plugin_vlm_eval.files import field, json_entries, missing, read_json, string_list
 from prism_plugin_vlm_eval.tasks import Benchmark, probabilities, record
 
 Records = Sequence[Mapping[str, Any]]
@@ -48,7 +48,7 @@ class TallyQATask(_Choice):
 
     def __init__(self, spec: Any, folder: Path) -> None:
         examples = []
-        for where, entry in question_entries(spec, folder):
+        for _, where, entry in json_entries(folder / spec.annotations, spec.kind, list, "questions"):
             answer = field(entry, "answer", int, where)
             if not 0 <= answer < len(TALLY_CHOICES):
                 raise DataError(f"{where}: field 'answer' must be a count from 0 to 15, got {answer}")

@@ -16,7 +16,7 @@ from typing import Any
 from prism_core.data import DataError
 from prism_core.types import EvalExample
 from prism_plugin_vlm_eval import metrics, prompts
-from prism_plugin_vlm_eval.files import field, read_json, read_plain_pickle
+from prism_plugin_vlm_eval.files import field, json_entries, read_json, read_plain_pickle
 from prism_plugin_vlm_eval.tasks import Benchmark, generate, record
 
 Records = Sequence[Mapping[str, Any]]
@@ -111,11 +111,8 @@ class OCIDRefTask(_Refer):
     group = "clutter"
 
     def __init__(self, spec: Any, folder: Path) -> None:
-        path = folder / spec.expressions
-        entries = read_json(path, spec.kind, dict, "expressions keyed by id")
         examples = []
-        for key, entry in entries.items():
-            where = f"{path}#{key}"
+        for key, where, entry in json_entries(folder / spec.expressions, spec.kind, dict, "expressions keyed by id"):
             bbox = field(entry, "bbox", (str, list), where)
             try:
                 bbox = json.loads(bbox) if isinstance(bbox, str) else bbox

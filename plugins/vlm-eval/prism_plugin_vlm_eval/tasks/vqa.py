@@ -9,7 +9,7 @@ from typing import Any
 from prism_core.data import DataError
 from prism_core.types import EvalExample
 from prism_plugin_vlm_eval import metrics, prompts
-from prism_plugin_vlm_eval.files import answer_strings, field, question_entries, read_json, read_json_lines
+from prism_plugin_vlm_eval.files import answer_strings, field, json_entries, read_json, read_json_lines
 from prism_plugin_vlm_eval.tasks import Benchmark, generate, record
 
 Records = Sequence[Mapping[str, Any]]
@@ -68,11 +68,9 @@ class GQATask(_Generated):
     "semantic"}}}``; only balanced questions are scored (as GQA's evaluation does), so only they are asked."""
 
     def __init__(self, spec: Any, folder: Path) -> None:
-        path = folder / spec.questions
-        entries = read_json(path, spec.kind, dict, "questions keyed by question id")
         examples = []
-        for qid, entry in entries.items():
-            where = f"{path}#{qid}"
+        for qid, where, entry in json_entries(folder / spec.questions, spec.kind, dict,
+                                              "questions keyed by question id"):
             if not field(entry, "isBalanced", bool, where):
                 continue
             types = field(entry, "types", dict, where)
@@ -102,7 +100,7 @@ class VizWizTask(_Generated):
 
     def __init__(self, spec: Any, folder: Path) -> None:
         examples = []
-        for where, entry in question_entries(spec, folder):
+        for _, where, entry in json_entries(folder / spec.annotations, spec.kind, list, "questions"):
             image = field(entry, "image", str, where)
             answerable = field(entry, "answerable", int, where)
             if answerable not in (0, 1):
