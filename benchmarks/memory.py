@@ -165,6 +165,9 @@ def training_memory(tmp: Path) -> None:
         for kind in ("ddp", "fsdp"):
             steps = rows[(allocator, "meta", kind)]["steps_mb"]
             print(f"     {allocator:30s} {kind:5s}" + "".join(f"{m:8.0f}" for m in steps))
+    state = 16 * params / 2**20  # fp32 weights and gradients, AdamW's two moments
+    print(f"   the training state (16 bytes a parameter) per rank: DDP {state:.0f} MiB, FSDP {state / 2:.0f} MiB "
+          "(0.50x); activations and collective buffers come on top of both, so 0.50x is the floor at 2 ranks")
     print("   goal: FSDP/DDP <= 0.60x over the whole run, with the meta path")
 
 

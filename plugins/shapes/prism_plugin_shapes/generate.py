@@ -165,7 +165,7 @@ class _Generator:
         target = self.rng.choice(spec.shapes)
         while True:
             n = self.rng.randint(1, spec.max_count)
-            distractors = self.rng.randint(0, 2) if len(spec.shapes) > 1 else 0
+            distractors = self.rng.randint(0, spec.count_distractors) if len(spec.shapes) > 1 else 0
             total = n + distractors
             r_max = max(0.09 * s, 0.42 * s / math.sqrt(total + 1.5))
             scene = _Scene(s, spec.background)

@@ -73,6 +73,11 @@ class ShapesSpec(DatasetSpec):
     )
     max_count: int = spec_field(3, at_least=1, at_most=len(NUMBER_WORDS) - 1,
                                 help="most copies of the asked shape in a count scene")
+    count_distractors: int = spec_field(
+        2, at_least=0, at_most=4,
+        help="most shapes of other kinds in a count scene, drawn from 0 to this (0: the scene holds only the "
+             "counted shape, so counting needs no shape discrimination)"
+    )
     seed: int = spec_field(0, **SEED_RANGE, help="generation seed (the test split uses a seed derived from it)")
     cache_dir: str | None = spec_field(
         None, help="where generated sets are kept (default: $PRISM_CACHE/shapes or ~/.cache/prism/shapes)"
@@ -124,6 +129,8 @@ class ShapesSpec(DatasetSpec):
         for name in ("num_validation", "hard_negatives"):  # only when set: sets generated before them keep their key
             if getattr(self, name):
                 params[name] = getattr(self, name)
+        if self.count_distractors != 2:  # likewise, only away from the default it was added with
+            params["count_distractors"] = self.count_distractors
         return params
 
     def splits(self) -> tuple[str, ...]:

@@ -202,6 +202,21 @@ def test_count_questions_use_plural_words_and_number_answers(tmp_path):
     assert plural("cross") == "crosses" and "crosses" in vocabulary(spec)
 
 
+def test_count_distractors_bound_the_other_shapes_in_a_count_scene(tmp_path):
+    def others_per_scene(**kw) -> collections.Counter:
+        spec = make(tmp_path, num_train=150, image_size=64, question_types=("count",), **kw)
+        data = entries(ensure_generated(spec, progress=False), "train")
+        asked = [plural(s) for s in spec.shapes]
+        return collections.Counter(
+            sum(plural(o.split()[1]) != e["conversations"][0]["value"].split()[-3] for o in e["objects"])
+            for e in data if e["conversations"][0]["value"].split()[-3] in asked)
+
+    assert set(others_per_scene()) == {0, 1, 2}  # the default: up to two shapes of other kinds
+    assert set(others_per_scene(count_distractors=0)) == {0}
+    assert "count_distractors" not in make(tmp_path).generation_params()  # the default keeps earlier sets' key
+    assert make(tmp_path, count_distractors=0).generation_params()["count_distractors"] == 0
+
+
 def test_bad_specs_are_rejected_with_the_field():
     with pytest.raises(SpecError) as err:
         structure({"kind": "synthetic-shapes", "background": "red", "shapes": ["blob"], "held_out": ["green"],
