@@ -126,11 +126,10 @@ class ShapesSpec(DatasetSpec):
         params = {name: getattr(self, name) for name in (
             "image_size", "num_train", "num_test", "question_types", "question_mix", "colours", "shapes",
             "background", "held_out", "max_count", "seed")}
-        for name in ("num_validation", "hard_negatives"):  # only when set: sets generated before them keep their key
-            if getattr(self, name):
+        defaults = attrs.fields_dict(type(self))
+        for name in ("num_validation", "hard_negatives", "count_distractors"):
+            if getattr(self, name) != defaults[name].default:  # only when set: sets generated before keep their key
                 params[name] = getattr(self, name)
-        if self.count_distractors != 2:  # likewise, only away from the default it was added with
-            params["count_distractors"] = self.count_distractors
         return params
 
     def splits(self) -> tuple[str, ...]:

@@ -206,10 +206,9 @@ def test_count_distractors_bound_the_other_shapes_in_a_count_scene(tmp_path):
     def others_per_scene(**kw) -> collections.Counter:
         spec = make(tmp_path, num_train=150, image_size=64, question_types=("count",), **kw)
         data = entries(ensure_generated(spec, progress=False), "train")
-        asked = [plural(s) for s in spec.shapes]
-        return collections.Counter(
-            sum(plural(o.split()[1]) != e["conversations"][0]["value"].split()[-3] for o in e["objects"])
-            for e in data if e["conversations"][0]["value"].split()[-3] in asked)
+        asked = [e["conversations"][0]["value"].split()[-3] for e in data]  # "How many circles are there?"
+        return collections.Counter(sum(plural(o.split()[1]) != plural_asked for o in e["objects"])
+                                   for e, plural_asked in zip(data, asked, strict=True))
 
     assert set(others_per_scene()) == {0, 1, 2}  # the default: up to two shapes of other kinds
     assert set(others_per_scene(count_distractors=0)) == {0}
