@@ -3,11 +3,15 @@
 A model built on the meta device (``prism_core.build(spec, device="meta")``) is sharded first and materialised
 after (``prism_core.materialize``): each rank allocates, initialises or reads from the weight files only its own
 shards, so no rank ever holds the full model.
+
+On CPU (gloo) every collective runs to completion on the calling thread, so FSDP's overlap machinery buys no time
+there and only holds memory: a unit's worth for the backward prefetch and another for the reduce-scatter input FSDP
+keeps alive for CUDA stream ordering. ``_drop_cpu_overlap`` turns both off; on GPUs nothing changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +31,31 @@ if TYPE_CHECKING:
     from prism_plugin_fsdp.spec import FSDPSpec
 
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+class _CPUReduceScatter:
+    """FSDP2's reduce-scatter comm (``set_custom_reduce_scatter``) for CPU process groups: the collective is
+    synchronous, so the gradient buffer it reads is freed as soon as it returns instead of when the next unit's
+    reduce-scatter starts (FSDP keeps it alive for CUDA streams, which CPU does not have)."""
+
+    def allocate(self, size: Sequence[int], *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return torch.empty(*size, dtype=dtype, device=device)
+
+    def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor, group: dist.ProcessGroup,
+                 op: Any, async_op: bool = False) -> None:
+        if hasattr(dist, "reduce_scatter_single"):  # torch >= 2.14 deprecates reduce_scatter_tensor
+            dist.reduce_scatter_single(output=output_tensor, input=input_tensor, group=group, op=op)
+        else:
+            dist.reduce_scatter_tensor(output_tensor, input_tensor, op=op, group=group)
+        input_tensor.untyped_storage().resize_(0)
+
+
+def _drop_cpu_overlap(units: list[Any]) -> None:
+    """No backward prefetch (each unit "prefetches" itself, a no-op) and no kept-alive reduce-scatter input."""
+    for unit in units:
+        unit.set_modules_to_backward_prefetch([unit])
+        if hasattr(unit, "set_custom_reduce_scatter"):  # not in older torch
+            unit.set_custom_reduce_scatter(_CPUReduceScatter())
 
 
 def shard_unit_classes(model: torch.nn.Module) -> tuple[type, ...]:
@@ -91,10 +120,13 @@ class FSDPStrategy:
         options = {"mesh": self.mesh(), "mp_policy": self.mixed_precision(),
                    "reshard_after_forward": self.spec.sharding != "shard-grad-op"}
         classes = shard_unit_classes(model)
-        for unit in shard_units(model, classes) if classes else []:
+        units = shard_units(model, classes) if classes else []
+        for unit in units:
             fully_shard(unit, **options)  # moves real tensors to the mesh's device; meta ones stay meta
         # The root's parameters are needed again at the start of backward: keep them gathered.
         fully_shard(model, **{**options, "reshard_after_forward": False})
+        if self.device.type == "cpu":
+            _drop_cpu_overlap([*units, model])
         materialize(model, device=self.device)  # this rank's shards only
         return model
 

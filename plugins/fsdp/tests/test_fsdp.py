@@ -56,3 +56,21 @@ def test_one_rank_shards_trains_and_gathers_a_full_state():
         assert all(type(t) is torch.Tensor for t in full.values())
     finally:
         strategy.teardown()
+
+
+def test_cpu_reduce_scatter_frees_its_input_once_the_collective_returns():
+    import torch.distributed as dist
+    from prism_plugin_fsdp.strategy import _CPUReduceScatter
+
+    strategy = FSDPSpec.from_preset("fsdp-full-shard", backend="gloo").build()
+    strategy.setup()
+    try:
+        comm = _CPUReduceScatter()
+        grads = comm.allocate((6,), dtype=torch.float32, device=torch.device("cpu"))
+        grads.copy_(torch.arange(6.0))
+        out = comm.allocate((6,), dtype=torch.float32, device=torch.device("cpu"))
+        comm(output_tensor=out, input_tensor=grads, group=dist.group.WORLD, op=dist.ReduceOp.SUM)
+        assert out.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # one rank: its own gradients
+        assert grads.untyped_storage().nbytes() == 0  # not kept alive until the next unit's reduce-scatter
+    finally:
+        strategy.teardown()
